@@ -1,0 +1,122 @@
+"""Shared fixtures: every cache test runs over each backend pair.
+
+Backends: fakeredis (always) and a real Redis; SQLite (always) and PostgreSQL.
+A real server that does not answer makes its tests *skip* on a laptop, but
+*fail* when ``WTSIM_REQUIRE_SERVERS=1`` (CI sets it), as in dogpile.cache's
+fixtures. Where the servers are:
+
+* ``WTSIM_REDIS_URL``     default ``redis://127.0.0.1:6379/0``
+* ``WTSIM_DATABASE_URL``  default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``
+
+Tests on a shared real Redis use a unique key prefix and delete their keys;
+tests on PostgreSQL use a schema of their own, dropped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import fakeredis
+import pytest
+import redis
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from wtsim import WriteThroughCache, make_engine, redis_client
+from wtsim.models import Base, load_catalog
+
+REQUIRE_SERVERS = os.environ.get("WTSIM_REQUIRE_SERVERS") == "1"
+REDIS_URL = os.environ.get("WTSIM_REDIS_URL", "redis://127.0.0.1:6379/0")
+DATABASE_URL = os.environ.get("WTSIM_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def unavailable(what: str, why: object) -> None:
+    """Skip, or fail when the environment says the server must be there."""
+    message = f"{what} not reachable: {why}"
+    if REQUIRE_SERVERS:
+        pytest.fail(f"{message} (WTSIM_REQUIRE_SERVERS=1)")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def real_redis() -> redis.Redis:
+    """A client of the real Redis named by WTSIM_REDIS_URL."""
+    client = redis_client(REDIS_URL, socket_timeout=2, connect_timeout=2)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        unavailable(f"Redis at {REDIS_URL}", exc)
+    return client
+
+
+@pytest.fixture(scope="session")
+def postgres_engine():
+    """An engine on PostgreSQL whose search_path is a schema of this test run."""
+    schema = f"wtsim_test_{os.getpid()}"
+    try:
+        admin = make_engine(DATABASE_URL)
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    except Exception as exc:  # driver missing, refused, auth: all mean "not here"
+        unavailable(f"PostgreSQL at {DATABASE_URL}", exc)
+    engine = make_engine(DATABASE_URL, connect_args={"options": f"-csearch_path={schema}"})
+    yield engine
+    engine.dispose()
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["fakeredis", pytest.param("redis", marks=pytest.mark.real_redis)])
+def redis_conn(request) -> redis.Redis:
+    """A Redis client: an embedded fakeredis, or the real server."""
+    if request.param == "fakeredis":
+        return fakeredis.FakeRedis()
+    return request.getfixturevalue("real_redis")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.real_postgres)])
+def engine(request, tmp_path):
+    """An engine with the products table freshly loaded from the sample catalog."""
+    if request.param == "sqlite":
+        eng = make_engine(f"sqlite:///{tmp_path / 'wtsim-test.db'}")
+    else:
+        eng = request.getfixturevalue("postgres_engine")
+    load_catalog(eng, reset=True)
+    yield eng
+    if request.param == "sqlite":
+        eng.dispose()
+    else:
+        Base.metadata.drop_all(eng)
+
+
+@pytest.fixture
+def db(engine):
+    """A session on the test database."""
+    with Session(engine) as session:
+        yield session
+
+
+@pytest.fixture
+def key_prefix(redis_conn):
+    """A prefix no other test uses; its keys are deleted afterwards."""
+    prefix = f"wtt{uuid.uuid4().hex[:10]}"
+    yield prefix
+    try:
+        keys = list(redis_conn.scan_iter(match=f"{prefix}:*", count=1000))
+        if keys:
+            redis_conn.delete(*keys)
+    except redis.RedisError:
+        pass  # a test that broke the connection on purpose
+
+
+@pytest.fixture
+def make_cache(redis_conn, key_prefix):
+    """Factory: ``make_cache(**options)`` builds a WriteThroughCache on ``redis_conn``."""
+
+    def make(**options) -> WriteThroughCache:
+        options.setdefault("prefix", key_prefix)
+        return WriteThroughCache(redis_conn, **options)
+
+    return make

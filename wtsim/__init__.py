@@ -1,0 +1,37 @@
+"""wtsim: learn the write-through caching pattern.
+
+One policy, two worlds: the write-through decisions live in
+:mod:`wtsim.policies` as generators that yield operations; the real
+:class:`WriteThroughCache` performs them on Redis and SQLAlchemy, and
+:mod:`wtsim.sim` performs them in SimPy's simulated time.
+"""
+
+import logging
+
+from .breaker import CircuitBreaker
+from .cache import WriteThroughCache
+from .connections import make_engine, redis_client
+from .keys import entry_key
+from .ops import CacheError, CacheRejected, CacheUnavailable
+from .policies import Stepper, drive
+from .policies.state import CacheStats, PolicyConfig
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CacheError",
+    "CacheRejected",
+    "CacheStats",
+    "CacheUnavailable",
+    "CircuitBreaker",
+    "PolicyConfig",
+    "Stepper",
+    "WriteThroughCache",
+    "drive",
+    "entry_key",
+    "make_engine",
+    "redis_client",
+]
+
+# A library never prints: log records go nowhere unless the application configures logging.
+logging.getLogger("wtsim").addHandler(logging.NullHandler())

@@ -1,0 +1,79 @@
+"""A circuit breaker with an injected clock.
+
+When Redis hangs, every call would otherwise wait a whole socket timeout before
+falling back to the database. The breaker counts consecutive failures; after
+``failure_threshold`` of them it *opens* and the policies skip the cache
+without asking it. After ``cooldown_s`` it lets one call through (*half-open*):
+success closes it, failure opens it for another cool-down.
+
+The clock is a parameter (``time.monotonic`` by default, the SimPy
+environment's ``now`` in the simulator), as in ``cachetools.TTLCache(timer=)``,
+so the real cache and the simulator run this very class.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+CLOSED = "closed"
+OPEN = "open"
+HALF_OPEN = "half-open"
+
+
+class CircuitBreaker:
+    """Skip a failing dependency for a cool-down after consecutive failures."""
+
+    def __init__(
+        self,
+        failure_threshold: int = 3,
+        cooldown_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not isinstance(failure_threshold, int) or failure_threshold < 1:
+            raise ValueError(f"failure_threshold must be an integer >= 1, got {failure_threshold!r}")
+        if isinstance(cooldown_s, bool) or not isinstance(cooldown_s, (int, float)) or not cooldown_s > 0:
+            raise ValueError(f"cooldown_s must be > 0 seconds, got {cooldown_s!r}")
+        self.failure_threshold = failure_threshold
+        self.cooldown_s = float(cooldown_s)
+        self.clock = clock
+        self.failures = 0
+        self.opened_at: float | None = None
+        self.probing = False
+        self.trips = 0
+
+    @property
+    def state(self) -> str:
+        """``"closed"``, ``"open"`` or ``"half-open"`` at the current clock."""
+        if self.opened_at is None:
+            return CLOSED
+        if self.probing or self.clock() - self.opened_at >= self.cooldown_s:
+            return HALF_OPEN
+        return OPEN
+
+    def allow(self) -> bool:
+        """May a call go to the dependency now? In half-open, only one probe at a time."""
+        if self.opened_at is None:
+            return True
+        if self.probing or self.clock() - self.opened_at < self.cooldown_s:
+            return False
+        self.probing = True
+        return True
+
+    def record_success(self) -> None:
+        """The dependency answered: close the breaker."""
+        self.failures = 0
+        self.opened_at = None
+        self.probing = False
+
+    def record_failure(self) -> None:
+        """The dependency failed: count it, and open (again) at the threshold."""
+        self.failures += 1
+        if self.probing or self.failures >= self.failure_threshold:
+            if self.opened_at is None or self.probing:
+                self.trips += 1
+            self.opened_at = self.clock()
+            self.probing = False
+
+    def __repr__(self) -> str:
+        return f"<CircuitBreaker {self.state} failures={self.failures} trips={self.trips}>"

@@ -1,0 +1,70 @@
+"""Clients for the two stores, set up for a cache that must fail fast.
+
+A cache that waits is worse than no cache: when Redis hangs, every request
+would stall for the socket timeout, and current redis-py by default *retries*
+a failed command with backoff, multiplying the stall. :func:`redis_client`
+turns both off: short timeouts, no retries. The circuit breaker then decides
+when to try again.
+
+:func:`make_engine` builds a SQLAlchemy engine; for SQLite it switches on WAL
+so readers do not block the writer, and a busy timeout so concurrent writers
+wait instead of failing with "database is locked".
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from sqlalchemy import Engine, create_engine, event
+
+DEFAULT_DATABASE_URL = "sqlite:///wtsim-demo.db"
+
+
+def redis_client(
+    url: str | None = None,
+    *,
+    socket_timeout: float = 0.25,
+    connect_timeout: float = 0.25,
+    **kwargs: Any,
+) -> redis.Redis:
+    """A redis-py client with fail-fast timeouts and no retries.
+
+    ``url=None`` gives an embedded fakeredis server (no Redis needed), which
+    runs the Lua scripts of versioned mode too.
+    """
+    if url is None:
+        import fakeredis
+
+        return fakeredis.FakeRedis(**kwargs)
+    if not (url.startswith("redis://") or url.startswith("rediss://") or url.startswith("unix://")):
+        raise ValueError(f"redis url must start with redis://, rediss:// or unix://, got {url!r}")
+    for name, value in (("socket_timeout", socket_timeout), ("connect_timeout", connect_timeout)):
+        if not value > 0:
+            raise ValueError(f"{name} must be > 0 seconds, got {value!r}")
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=connect_timeout,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False,
+        **kwargs,
+    )
+
+
+def make_engine(url: str = DEFAULT_DATABASE_URL, **kwargs: Any) -> Engine:
+    """A SQLAlchemy engine for ``url``; SQLite gets WAL mode and a busy timeout."""
+    engine = create_engine(url, **kwargs)
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            if url not in ("sqlite://", "sqlite:///:memory:"):
+                cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.close()
+
+    return engine

@@ -1,0 +1,95 @@
+"""Caching policies as pure generators, and the loop that drives them.
+
+A policy yields :mod:`wtsim.ops` operations; a *driver* performs each one and
+sends the result back, or throws the failure in. :func:`drive` is that loop for
+a synchronous driver (the real cache); :class:`Stepper` runs it one operation
+at a time, so that tests and notebooks can interleave two policies by hand;
+the simulator runs the same generators inside SimPy processes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..ops import Op
+from . import write_through
+from .state import CacheState, CacheStats, PolicyConfig, Suspects
+from .write_through import Policy
+
+__all__ = [
+    "CacheState",
+    "CacheStats",
+    "Policy",
+    "PolicyConfig",
+    "Stepper",
+    "Suspects",
+    "drive",
+    "write_through",
+]
+
+
+def drive(policy: Policy, perform: Callable[[Op], Any]) -> Any:
+    """Run ``policy`` to the end, performing each op with ``perform``; return its value."""
+    result: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            op = policy.send(result) if error is None else policy.throw(error)
+        except StopIteration as stop:
+            return stop.value
+        try:
+            result, error = perform(op), None
+        except Exception as exc:  # the policy decides what a failure means
+            result, error = None, exc
+
+
+class Stepper:
+    """A policy run one operation at a time.
+
+    ``pending`` is the op the policy waits on; :meth:`step` performs it. When
+    the policy returns, ``done`` is true and ``result`` holds its value; when it
+    raises, :meth:`step` raises that. ``history`` lists ``(op, outcome)``.
+    """
+
+    def __init__(self, policy: Policy, perform: Callable[[Op], Any]) -> None:
+        self._policy = policy
+        self._perform = perform
+        self.pending: Op | None = None
+        self.done = False
+        self.result: Any = None
+        self.history: list[tuple[Op, Any]] = []
+        self._advance(lambda: policy.send(None))
+
+    def step(self) -> Any:
+        """Perform the pending op and run the policy on to its next one; return the op's outcome."""
+        if self.done:
+            raise RuntimeError("the policy has already finished")
+        op = self.pending
+        try:
+            outcome = self._perform(op)
+        except Exception as exc:
+            self.history.append((op, exc))
+            self._advance(lambda: self._policy.throw(exc))
+            return exc
+        self.history.append((op, outcome))
+        self._advance(lambda: self._policy.send(outcome))
+        return outcome
+
+    def run(self) -> Any:
+        """Step until the policy finishes; return its value."""
+        while not self.done:
+            self.step()
+        return self.result
+
+    def _advance(self, resume: Callable[[], Op]) -> None:
+        try:
+            self.pending = resume()
+        except StopIteration as stop:
+            self.pending, self.done, self.result = None, True, stop.value
+        except BaseException:
+            self.pending, self.done = None, True
+            raise
+
+    def __repr__(self) -> str:
+        state = f"done result={self.result!r}" if self.done else f"pending={self.pending!r}"
+        return f"<Stepper {state}>"
