@@ -206,14 +206,14 @@ class WriteThroughCache:
         self.redis.set(op.key, op.payload, **_expiry(op.ttl_s))
 
     def _set_newer(self, op: CacheSetIfNewer) -> bool:
-        ttl = "" if op.ttl_s is None else int(op.ttl_s * 1000)
+        ttl = "" if op.ttl_s is None else _ms(op.ttl_s)
         return bool(self._set_if_newer(keys=[op.key], args=[op.payload, op.version, ttl]))
 
     def _delete(self, op: CacheDelete) -> int:
         return self.redis.delete(*op.keys)
 
     def _tombstones(self, op: CacheTombstone) -> None:
-        ttl = int(op.ttl_s * 1000)
+        ttl = _ms(op.ttl_s)
         if len(op.entries) == 1:
             key, version = op.entries[0]
             self._tombstone(keys=[key], args=[encode_tombstone(version), _arg(version), ttl])
@@ -246,7 +246,12 @@ def _expiry(ttl_s: float | None) -> dict[str, int]:
         return {}
     if float(ttl_s).is_integer():
         return {"ex": int(ttl_s)}
-    return {"px": max(1, round(ttl_s * 1000))}
+    return {"px": _ms(ttl_s)}
+
+
+def _ms(ttl_s: float) -> int:
+    """Seconds to whole milliseconds, at least 1 (Redis refuses PX 0)."""
+    return max(1, round(ttl_s * 1000))
 
 
 def _arg(version: int | None) -> str | int:

@@ -260,8 +260,10 @@ def _ttl(config: PolicyConfig, ttl: float | None) -> float | None:
 def _version(config: PolicyConfig, data: Any) -> int | None:
     if not config.versioned:
         return None
+    if not isinstance(data, dict):
+        raise TypeError(f"serialize must return a dict, got {type(data).__name__}")
     field = config.version_field
-    version = data.get(field) if isinstance(data, dict) else None
+    version = data.get(field)
     if type(version) is not int:
         raise ValueError(
             f"versioned mode needs an integer {field!r} in the serialized value, got {version!r}"
