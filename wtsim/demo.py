@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from sqlalchemy import Engine, event
 from sqlalchemy.orm import Session
 
 from .breaker import CircuitBreaker
@@ -26,7 +25,7 @@ from .cache import WriteThroughCache
 from .connections import make_engine, redis_client
 from .flaky import FlakyRedis
 from .models import Product, load_catalog, product_dict
-from .peek import peek
+from .peek import SqlLog, peek
 
 NS = "products"
 HANG_S = 0.2
@@ -53,17 +52,6 @@ class Narrator:
         self.say(f"   {label:<10} {text}")
 
 
-class QueryCounter:
-    """Counts the SQL statements an engine sends, to show hits cost none."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.count = 0
-        event.listen(engine, "before_cursor_execute", self._count)
-
-    def _count(self, *_: Any) -> None:
-        self.count += 1
-
-
 def run_demo(redis_url: str | None = None, database_url: str | None = None, out: TextIO = sys.stdout) -> None:
     """Run the walk-through on fakeredis + SQLite, or on the servers named."""
     n = Narrator(out)
@@ -71,7 +59,7 @@ def run_demo(redis_url: str | None = None, database_url: str | None = None, out:
         url = database_url or f"sqlite:///{Path(tmp) / 'demo.db'}"
         engine = make_engine(url)
         rows = load_catalog(engine)
-        queries = QueryCounter(engine)
+        queries = SqlLog(engine)
         base = redis_client(redis_url)
         redis = FlakyRedis(base)
         breaker = CircuitBreaker(failure_threshold=3, cooldown_s=COOLDOWN_S)
@@ -89,7 +77,7 @@ def run_demo(redis_url: str | None = None, database_url: str | None = None, out:
         engine.dispose()
 
 
-def _scenes(n: Narrator, db: Session, cache: WriteThroughCache, redis: FlakyRedis, base, queries: QueryCounter) -> None:
+def _scenes(n: Narrator, db: Session, cache: WriteThroughCache, redis: FlakyRedis, base, queries: SqlLog) -> None:
     def set_stock(pid: str, stock: int) -> Product:
         def db_writer(session: Session) -> Product:
             product = session.get(Product, pid)
