@@ -1,0 +1,44 @@
+"""No cache at all: every read and every write goes to the database.
+
+The baseline the other policies are measured against, written as a policy like
+them (the same signatures as :mod:`wtsim.policies.write_through`), so the
+simulator can run "no cache" through the same driver, queues and faults.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..keys import EntityId
+from ..ops import DbRead, DbWrite
+from .state import CacheState
+from .write_through import Policy
+
+
+def read(
+    state: CacheState,
+    namespace: str,
+    entity_id: EntityId,
+    db_reader: Callable[[Any], Any],
+    serialize: Callable[[Any], dict],
+    ttl: float | None = None,
+) -> Policy:
+    """Read from the database; ``None`` when absent."""
+    state.stats.misses += 1
+    result = yield DbRead(db_reader)
+    state.stats.db_reads += 1
+    return None if result is None else serialize(result)
+
+
+def write(
+    state: CacheState,
+    namespace: str,
+    entity_id: EntityId,
+    db_writer: Callable[[Any], Any],
+    serialize: Callable[[Any], dict],
+    ttl: float | None = None,
+) -> Policy:
+    """Write to the database and commit; return what ``db_writer`` returned."""
+    result = yield DbWrite(db_writer)
+    state.stats.db_writes += 1
+    return result

@@ -1,0 +1,171 @@
+"""The ``wtsim run`` and ``wtsim sweep`` subcommands.
+
+:func:`register` adds them to the ``wtsim`` parser. Each sets ``func``, which
+takes the parsed arguments and returns an exit code. Bad input (an unknown
+scenario, a bad ``--set``, a value out of range) raises ``ValueError`` or
+``FileNotFoundError`` with a one-line message; ``wtsim.cli.main`` turns it into
+``wtsim: error: ...`` and exit code 2. This module is the only one of
+:mod:`wtsim.sim` that prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any, Sequence
+
+from .metrics import Result
+from .run import run, save_timeline_plot
+from .scenario import FIELD_NAMES, Scenario, convert, load_scenario, scenario_names
+from .sweep import sweep
+
+
+def register(subparsers: Any) -> None:
+    """Add ``run`` and ``sweep`` to the ``wtsim`` command's subparsers."""
+    known = ", ".join(scenario_names())
+    scenario_help = f"a .toml file, or the name of one in data/scenarios ({known})"
+
+    run_parser = subparsers.add_parser(
+        "run", help="simulate a scenario and print what it measured",
+        description="Simulate one scenario; print a summary (or --json), optionally plot its timeline.",
+    )
+    run_parser.add_argument("scenario", metavar="SCENARIO", help=scenario_help)
+    _add_set(run_parser)
+    run_parser.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    run_parser.add_argument("--plot", metavar="FILE.png", help="also draw the timeline into this image")
+    run_parser.set_defaults(func=run_command)
+
+    sweep_parser = subparsers.add_parser(
+        "sweep", help="simulate a scenario over a grid of values, in parallel",
+        description="Run a scenario at every combination of the --vary values; one row per run.",
+    )
+    sweep_parser.add_argument("scenario", metavar="SCENARIO", help=scenario_help)
+    sweep_parser.add_argument(
+        "--vary", action="append", required=True, metavar="FIELD=V1,V2,...",
+        help="values to try for one field; repeat for a grid",
+    )
+    _add_set(sweep_parser)
+    sweep_parser.add_argument(
+        "--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
+        help="runs in parallel (default: the number of CPUs; 1 runs them here)",
+    )
+    sweep_parser.add_argument("--json", action="store_true", help="print the results as a JSON list")
+    sweep_parser.set_defaults(func=sweep_command)
+
+
+def _add_set(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set", action="append", default=[], dest="overrides", metavar="FIELD=VALUE",
+        help="change one field of the scenario, e.g. --set ttl_s=30 --set versioned=true",
+    )
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """``wtsim run``: one scenario, a summary table or JSON, and optionally a plot."""
+    scenario = load_scenario(args.scenario).with_overrides(args.overrides)
+    if args.plot and not args.plot.lower().endswith((".png", ".svg", ".pdf")):
+        raise ValueError(f"--plot needs a .png, .svg or .pdf file name, got {args.plot!r}")
+    result = run(scenario)
+    if args.plot:
+        save_timeline_plot(result, args.plot)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(format_summary(result))
+        if args.plot:
+            print(f"\ntimeline plotted to {args.plot}")
+    return 0
+
+
+def sweep_command(args: argparse.Namespace) -> int:
+    """``wtsim sweep``: a grid of runs, one row each."""
+    scenario = load_scenario(args.scenario).with_overrides(args.overrides)
+    vary = dict(parse_vary(text) for text in args.vary)
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    results = sweep(scenario, vary, jobs=args.jobs, progress=not args.json)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        print(format_sweep(results, list(vary)))
+    return 0
+
+
+def parse_vary(text: str) -> tuple[str, list[Any]]:
+    """``"ttl_s=1,10,none"`` -> ``("ttl_s", [1.0, 10.0, None])``."""
+    name, sep, raw = text.partition("=")
+    name = name.strip()
+    if not sep or not name or not raw.strip():
+        raise ValueError(f"--vary expects field=v1,v2,..., got {text!r}")
+    if name not in FIELD_NAMES:
+        raise ValueError(f"unknown field {name!r} in --vary; allowed fields: {', '.join(FIELD_NAMES)}")
+    if name in ("faults", "bursts", "requests"):
+        raise ValueError(f"--vary cannot vary {name}; make one scenario file per variant")
+    return name, [convert(name, value.strip()) for value in raw.split(",")]
+
+
+# -- tables ---------------------------------------------------------------------------------------
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1e3:.2f} ms"
+
+
+def _pct(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio * 100:.2f} %"
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def format_summary(result: Result) -> str:
+    """A readable two-column summary of one run."""
+    s: Scenario = result.scenario
+    r = result
+    rl, wl = r.read_latency_s, r.write_latency_s
+    rows = [
+        ("requests", f"{r.reads:,} reads, {r.writes:,} writes  ({s.read_rate:g} + {s.write_rate:g} per s)"),
+        ("hit ratio", f"{_pct(r.hit_ratio)}  ({r.hits:,} hits, {r.misses:,} misses)"),
+        ("DB queries/s", f"{r.db_queries_per_s:,.1f}  ({r.db_reads:,} reads, {r.db_writes:,} writes)"),
+        ("DB wait (mean)", _ms(r.db_wait_mean_s)),
+        ("read latency", f"mean {_ms(rl['mean'])}   p50 {_ms(rl['p50'])}   p99 {_ms(rl['p99'])}"),
+        ("write latency", f"mean {_ms(wl['mean'])}   p50 {_ms(wl['p50'])}   p99 {_ms(wl['p99'])}"),
+        ("stale reads", f"{r.stale_reads:,}  ({_pct(r.stale_read_ratio)} of reads)"),
+        ("max staleness", f"{r.max_staleness_s:.3f} s  (mean {_ms(r.mean_staleness_s)})"),
+        ("failed requests", f"{r.errors:,}"),
+        ("cache errors", f"{r.cache_errors:,}  (handled by the policy)"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    head = [
+        f"{s.name}: {s.duration_s:g} s simulated, the first {s.warmup_s:g} s left out, seed {s.seed}",
+        f"policy {s.policy}   versioned: {_yes(s.versioned)}   outage repair: {_yes(s.outage_repair)}"
+        f"   breaker: {_yes(s.breaker)}",
+    ]
+    if s.faults:
+        head.append("faults: " + "; ".join(
+            f"{f.kind} {f.start_s:g}-{'end' if f.end_s is None else format(f.end_s, 'g')} s" for f in s.faults
+        ))
+    return "\n".join(head + [""] + [f"  {name:<{width}}  {value}" for name, value in rows])
+
+
+def format_sweep(results: Sequence[Result], varied: Sequence[str]) -> str:
+    """One aligned row per run: the varied fields, then the headline figures."""
+    header = [*varied, "hit ratio", "DB q/s", "read p99", "write p99", "stale reads", "max stale", "errors"]
+    rows = [header]
+    for r in results:
+        rows.append([
+            *(str(getattr(r.scenario, name)) for name in varied),
+            _pct(r.hit_ratio),
+            f"{r.db_queries_per_s:,.1f}",
+            _ms(r.read_latency_s["p99"]),
+            _ms(r.write_latency_s["p99"]),
+            f"{r.stale_reads:,}",
+            f"{r.max_staleness_s:.3f} s",
+            f"{r.errors:,}",
+        ])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,0 +1,249 @@
+"""The simulated driver: performs the ops a policy yields, in SimPy time.
+
+This is the simulator's counterpart of :meth:`wtsim.WriteThroughCache.perform`.
+An :class:`AppServer` holds one app server's :class:`~wtsim.policies.CacheState`
+(its own breaker, on the simulation clock, and its own memory of keys to
+repair) and performs its ops on the shared :class:`~wtsim.sim.world.World`.
+:func:`run_policy` is the loop of :func:`wtsim.policies.drive` written as a
+SimPy process: it sends each result into the policy and throws each failure in
+at the ``yield``, exactly as the real driver does.
+
+The timing model (the races live in it):
+
+* A cache op takes effect at the cache half a round trip after it is sent, and
+  its answer arrives half a round trip later. Cache ops do not queue.
+* A database op first waits for a connection from the pool (a
+  ``simpy.Resource``; that wait is what ``db_wait_mean_s`` measures). A read
+  then runs its reader at once, on the committed state as its service starts
+  (that is its snapshot), and answers when its service ends. A write runs its
+  writer, which commits, when its service ends.
+* A cache that does not answer costs ``cache_timeout_s`` (hung) or the connect
+  timeout (unreachable) and raises ``CacheUnavailable``; a cache that answers
+  with an error raises ``CacheRejected`` after a round trip; a database that is
+  down raises :class:`~wtsim.sim.world.DatabaseUnavailable`. See
+  :mod:`wtsim.sim.faults` for when each happens.
+
+How the driver keeps that cheap: every healthy cache op travels the same half
+round trip, so cache ops *land in the order they are sent*. The driver
+therefore applies an op to the cache at the instant it is sent, passing the
+instant it lands (``now + rtt/2``) as the cache's clock, and then waits one
+full round trip for the answer: the cache sees the same ops, in the same order,
+at the same clock readings, as if each were applied on landing, for one SimPy
+event per op instead of two. Everything else that happens at the cache is put
+in the same frame: an op slowed by ``cache-slow`` is applied by an event
+``(slow_rtt - rtt) / 2`` after it is sent, and a flush at ``t`` happens at
+``t - rtt/2``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Generator
+
+import numpy as np
+import simpy
+
+from ..ops import (
+    CacheDelete,
+    CacheError,
+    CacheGet,
+    CachePurge,
+    CacheRejected,
+    CacheSet,
+    CacheSetIfNewer,
+    CacheTombstone,
+    CacheUnavailable,
+    DbRead,
+    DbWrite,
+    Op,
+)
+from ..policies import CacheState, Policy
+from .faults import HUNG, REJECTED, UNREACHABLE, FaultModel
+from .world import DatabaseUnavailable, World
+
+SimGenerator = Generator[simpy.Event, Any, Any]
+
+
+@dataclass(slots=True)
+class Tally:
+    """What one request cost: database ops sent, cache ops that failed."""
+
+    db_reads: int = 0
+    db_writes: int = 0
+    cache_errors: int = 0
+
+
+def run_policy(policy: Policy, perform: Callable[[Op], SimGenerator], tally: Tally) -> SimGenerator:
+    """Run ``policy`` to the end inside a SimPy process; return its value, or raise its exception.
+
+    The same loop as :func:`wtsim.policies.drive`, except that performing an op
+    takes simulated time: ``perform(op)`` is a SimPy generator, run with
+    ``yield from``, whose return value is the op's result and whose exception is
+    the op's failure. ``tally`` counts the ops. Only the
+    failures the simulated world produces are thrown in (cache errors,
+    :class:`~wtsim.sim.world.DatabaseUnavailable`); anything else is a bug in
+    the simulator and ends the run loudly.
+    """
+    result: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            op = policy.send(result) if error is None else policy.throw(error)
+        except StopIteration as stop:
+            return stop.value
+        kind = type(op)
+        if kind is DbRead:
+            tally.db_reads += 1
+        elif kind is DbWrite:
+            tally.db_writes += 1
+        try:
+            result = yield from perform(op)
+            error = None
+        except CacheError as exc:
+            tally.cache_errors += 1
+            result, error = None, exc
+        except DatabaseUnavailable as exc:
+            result, error = None, exc
+
+
+class ServiceTimes:
+    """Database service times: exponential around the mean, or exactly the mean."""
+
+    BATCH = 4096
+
+    def __init__(self, rng: np.random.Generator, deterministic: bool = False) -> None:
+        self._rng = rng
+        self._deterministic = deterministic
+        self._batch: list[float] = []
+
+    def draw(self, mean_s: float) -> float:
+        """One service time of mean ``mean_s``."""
+        if self._deterministic:
+            return mean_s
+        if not self._batch:  # unit exponentials, drawn in bulk: one numpy call per BATCH queries
+            self._batch = self._rng.standard_exponential(self.BATCH).tolist()
+        return self._batch.pop() * mean_s
+
+
+class AppServer:
+    """One app server: its own policy state, and the driver that performs its ops in SimPy time."""
+
+    def __init__(
+        self,
+        index: int,
+        env: simpy.Environment,
+        world: World,
+        pool: simpy.Resource,
+        state: CacheState,
+        *,
+        cache_rtt_s: float,
+        cache_timeout_s: float,
+        cache_connect_timeout_s: float,
+        db_read_s: float,
+        db_write_s: float,
+        service: ServiceTimes,
+        faults: FaultModel | None = None,
+        on_db_wait: Callable[[float, float], None] | None = None,
+    ) -> None:
+        self.index = index
+        self.env = env
+        self.world = world
+        self.pool = pool
+        self.state = state
+        self.rtt_s = cache_rtt_s
+        self.half_rtt_s = cache_rtt_s / 2
+        self.timeout_s = cache_timeout_s
+        self.connect_timeout_s = cache_connect_timeout_s
+        self.db_read_s = db_read_s
+        self.db_write_s = db_write_s
+        self.service = service
+        self.faults = faults
+        self.on_db_wait = on_db_wait or (lambda issued, wait: None)
+        cache_op = self._cache_op if faults is None else self._cache_op_with_faults
+        get = self._get if faults is None else self._cache_op_with_faults
+        self._performers: dict[type, Callable[[Any], SimGenerator]] = {
+            CacheGet: get,
+            CacheSet: cache_op,
+            CacheSetIfNewer: cache_op,
+            CacheDelete: cache_op,
+            CacheTombstone: cache_op,
+            CachePurge: cache_op,
+            DbRead: self._db_read,
+            DbWrite: self._db_write,
+        }
+
+    def perform(self, op: Op) -> SimGenerator:
+        """The SimPy generator that performs ``op``; its return value is the op's result."""
+        return self._performers[type(op)](op)
+
+    # -- the cache ---------------------------------------------------------------------------
+
+    def _get(self, op: CacheGet) -> SimGenerator:
+        # The common case, kept lean: a GET on a healthy cache, applied as sent, at its landing clock.
+        env = self.env
+        result = self.world.cache.get(op.key, env.now + self.half_rtt_s)
+        yield env.timeout(self.rtt_s)
+        return result
+
+    def _cache_op(self, op: Op) -> SimGenerator:
+        env = self.env
+        result = self.world.cache.apply(op, env.now + self.half_rtt_s)
+        yield env.timeout(self.rtt_s)
+        return result
+
+    def _cache_op_with_faults(self, op: Op) -> SimGenerator:
+        env, cache, half = self.env, self.world.cache, self.half_rtt_s
+        outcome, factor = self.faults.cache(self.index, op, env.now)  # type: ignore[union-attr]
+        if outcome is UNREACHABLE:
+            yield env.timeout(self.connect_timeout_s)
+            raise CacheUnavailable("cache unreachable: connect timed out")
+        if outcome is HUNG:
+            yield env.timeout(self.timeout_s)
+            raise CacheUnavailable("cache did not answer: socket timed out")
+        rtt = self.rtt_s * factor
+        answer: list[Any] = []
+        if outcome is REJECTED:
+            pass  # refused on arrival: no effect
+        elif factor == 1.0:
+            answer.append(cache.apply(op, env.now + half))
+        else:  # lands later than the ops sent after it: applied by an event, in the same frame
+            landing = env.timeout(rtt / 2 - half)
+            landing.callbacks.append(lambda _event: answer.append(cache.apply(op, env.now + half)))
+        if rtt > self.timeout_s:  # the client gives up first, but the op still lands
+            yield env.timeout(self.timeout_s)
+            raise CacheUnavailable("cache answered too late: socket timed out")
+        yield env.timeout(rtt)
+        if outcome is REJECTED:
+            raise CacheRejected("OOM command not allowed when used memory > 'maxmemory'")
+        return answer[0]
+
+    # -- the database ------------------------------------------------------------------------
+
+    def _db_read(self, op: DbRead) -> SimGenerator:
+        env = self.env
+        issued = env.now
+        with self.pool.request() as connection:
+            yield connection
+            self.on_db_wait(issued, env.now - issued)
+            self._check_db()
+            row = op.reader(self.world.db)  # the snapshot: the committed state as the service starts
+            yield env.timeout(self.service.draw(self.db_read_s))
+        return row
+
+    def _db_write(self, op: DbWrite) -> SimGenerator:
+        env = self.env
+        issued = env.now
+        with self.pool.request() as connection:
+            yield connection
+            self.on_db_wait(issued, env.now - issued)
+            self._check_db()
+            yield env.timeout(self.service.draw(self.db_write_s))
+            result = op.writer(self.world.db)  # commits now, as the service ends
+        return result
+
+    def _check_db(self) -> None:
+        if self.faults is not None and self.faults.db_down(self.index, self.env.now):
+            raise DatabaseUnavailable("database unreachable")
+
+    def __repr__(self) -> str:
+        return f"<AppServer {self.index} breaker={self.state.breaker!r}>"

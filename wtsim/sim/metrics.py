@@ -1,0 +1,204 @@
+"""What a run measured: per-request records folded into totals, a timeline, and a Result.
+
+Rules of this module:
+
+* A request belongs to the second it *arrived* in. The timeline has one row per
+  simulated second, warm-up included (so a cold start can be seen); the totals
+  leave out requests that arrived during ``[0, warmup_s)``.
+* A read is a *hit* when it never went to the database, a *miss* when it sent a
+  ``DbRead`` (whether or not the database answered). ``hits + misses == reads``.
+* ``db_reads`` and ``db_writes`` count the database operations sent;
+  ``db_queries_per_s`` is their sum over the measured window's length.
+* ``errors`` counts requests that raised (the database was down);
+  ``cache_errors`` counts cache ops that failed and were handled by the policy.
+  Latencies are those of the requests that succeeded.
+* The consistency oracle (:meth:`wtsim.sim.world.SimDB.staleness`): a read is
+  stale when it returned a version older than the newest one committed when it
+  began; its staleness is how long the version after the returned one had been
+  committed, at that moment.
+* Undefined figures (a hit ratio without reads, a percentile without samples)
+  are ``None``, never NaN, so :meth:`Result.to_dict` is valid JSON.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from .driver import Tally
+from .scenario import Scenario
+
+TIMELINE_FIELDS = ("reads", "writes", "hits", "misses", "db_reads", "db_writes",
+                   "stale_reads", "cache_errors", "errors")
+
+
+class Recorder:
+    """Collects what each request did, while the simulation runs; :meth:`result` folds it.
+
+    Every request appends its arrival time, its latency (NaN when it failed)
+    and its number of database ops to compact columns (``array('d')``, 8 bytes
+    a number); the rare events (cache errors, stale reads) go to short lists.
+    At the end numpy counts them per second and after the warm-up.
+    """
+
+    def __init__(self, duration_s: float, warmup_s: float) -> None:
+        self.duration_s = duration_s
+        self.warmup_s = warmup_s
+        self.read_starts, self.read_latencies, self.read_db = array("d"), array("d"), array("d")
+        self.write_starts, self.write_latencies, self.write_db = array("d"), array("d"), array("d")
+        self.cache_errors: list[tuple[float, int]] = []  # (arrival, how many)
+        self.stale: list[tuple[float, float]] = []  # (arrival, staleness)
+        self.db_waits = array("d")
+
+    def read(self, start: float, latency: float, tally: Tally, failed: bool, staleness: float | None) -> None:
+        """Record one read that arrived at ``start``."""
+        self.read_starts.append(start)
+        self.read_latencies.append(math.nan if failed else latency)
+        self.read_db.append(tally.db_reads)
+        if tally.cache_errors:
+            self.cache_errors.append((start, tally.cache_errors))
+        if staleness is not None:
+            self.stale.append((start, staleness))
+
+    def write(self, start: float, latency: float, tally: Tally, failed: bool) -> None:
+        """Record one write that arrived at ``start``."""
+        self.write_starts.append(start)
+        self.write_latencies.append(math.nan if failed else latency)
+        self.write_db.append(tally.db_writes)
+        if tally.cache_errors:
+            self.cache_errors.append((start, tally.cache_errors))
+
+    def db_wait(self, issued: float, wait: float) -> None:
+        """Record how long a database op sent at ``issued`` waited for a connection."""
+        if issued >= self.warmup_s:
+            self.db_waits.append(wait)
+
+    def result(self, scenario: Scenario, policy_stats: dict[str, int], scripted: list[dict] | None = None) -> Result:
+        """Fold everything into a :class:`Result`."""
+        seconds = math.ceil(self.duration_s)
+        warmup = self.warmup_s
+        r_start, r_lat, r_db = (np.frombuffer(a) for a in (self.read_starts, self.read_latencies, self.read_db))
+        w_start, w_lat, w_db = (np.frombuffer(a) for a in (self.write_starts, self.write_latencies, self.write_db))
+        e_start, e_count = _columns(self.cache_errors)
+        s_start, s_age = _columns(self.stale)
+
+        def per_second(starts: np.ndarray, weights: np.ndarray | None = None) -> list[int]:
+            counts = np.bincount(starts.astype(np.int64), weights=weights, minlength=seconds)
+            return [int(round(c)) for c in counts[:seconds]]
+
+        r_failed, w_failed = np.isnan(r_lat), np.isnan(w_lat)
+        columns = {
+            "reads": per_second(r_start),
+            "writes": per_second(w_start),
+            "hits": per_second(r_start[r_db == 0]),
+            "misses": per_second(r_start[r_db > 0]),
+            "db_reads": per_second(r_start, r_db),
+            "db_writes": per_second(w_start, w_db),
+            "stale_reads": per_second(s_start),
+            "cache_errors": per_second(e_start, e_count),
+            "errors": per_second(np.concatenate([r_start[r_failed], w_start[w_failed]])),
+        }
+        timeline = [{"t": t, **{name: columns[name][t] for name in TIMELINE_FIELDS}} for t in range(seconds)]
+
+        r_in, w_in, s_in = r_start >= warmup, w_start >= warmup, s_start >= warmup
+        reads, writes = int(r_in.sum()), int(w_in.sum())
+        hits = int((r_in & (r_db == 0)).sum())
+        stale_reads = int(s_in.sum())
+        db_reads, db_writes = int(r_db[r_in].sum()), int(w_db[w_in].sum())
+        staleness = s_age[s_in]
+        return Result(
+            scenario=scenario,
+            reads=reads,
+            writes=writes,
+            hits=hits,
+            misses=reads - hits,
+            hit_ratio=_ratio(hits, reads),
+            db_reads=db_reads,
+            db_writes=db_writes,
+            db_queries_per_s=(db_reads + db_writes) / scenario.measured_s,
+            read_latency_s=latency_summary(r_lat[r_in & ~r_failed]),
+            write_latency_s=latency_summary(w_lat[w_in & ~w_failed]),
+            db_wait_mean_s=float(np.mean(self.db_waits)) if len(self.db_waits) else None,
+            errors=int((r_in & r_failed).sum() + (w_in & w_failed).sum()),
+            cache_errors=int(e_count[e_start >= warmup].sum()),
+            stale_reads=stale_reads,
+            stale_read_ratio=_ratio(stale_reads, reads),
+            max_staleness_s=float(staleness.max()) if stale_reads else 0.0,
+            mean_staleness_s=float(staleness.mean()) if stale_reads else None,
+            timeline=timeline,
+            policy_stats=policy_stats,
+            scripted=scripted or [],
+        )
+
+
+def _columns(pairs: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
+    if not pairs:
+        return np.zeros(0), np.zeros(0)
+    table = np.asarray(pairs, dtype=np.float64)
+    return table[:, 0], table[:, 1]
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The measurements of one run, after the warm-up. Rates per second, times in seconds."""
+
+    scenario: Scenario
+    reads: int
+    writes: int
+    hits: int
+    misses: int
+    hit_ratio: float | None
+    db_reads: int
+    db_writes: int
+    db_queries_per_s: float
+    read_latency_s: dict[str, float | None]
+    write_latency_s: dict[str, float | None]
+    db_wait_mean_s: float | None
+    errors: int
+    cache_errors: int
+    stale_reads: int
+    stale_read_ratio: float | None
+    max_staleness_s: float
+    mean_staleness_s: float | None
+    timeline: list[dict[str, int]] = field(repr=False)
+    policy_stats: dict[str, int] = field(repr=False)
+    """The app servers' :class:`~wtsim.policies.CacheStats`, summed, for the whole run (warm-up included)."""
+    scripted: list[dict[str, Any]] = field(repr=False, default_factory=list)
+    """One dict per scripted request (``Scenario.requests``), warm-up or not: the request, the
+    ``version`` it returned (or wrote), ``latency_s``, ``staleness_s`` (``None``: fresh),
+    ``failed``, and ``ops``: when each op was sent."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-safe data: no NaN or infinity (``None`` instead), the scenario as a dict."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = value.to_dict() if f.name == "scenario" else _json_safe(value)
+        return out
+
+
+def latency_summary(samples: np.ndarray) -> dict[str, float | None]:
+    """``mean``, ``p50``, ``p95`` and ``p99`` of ``samples`` (``None`` each when empty)."""
+    values = np.asarray(samples, dtype=np.float64)
+    if values.size == 0:
+        return {"mean": None, "p50": None, "p95": None, "p99": None}
+    p50, p95, p99 = np.percentile(values, [50, 95, 99]).tolist()
+    return {"mean": float(values.mean()), "p50": p50, "p95": p95, "p99": p99}
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value

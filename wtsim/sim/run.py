@@ -1,0 +1,248 @@
+"""One simulation run: wire the scenario's world, app servers and workload together, and run it.
+
+How a run goes:
+
+1. Five random streams are spawned from ``Scenario.seed`` (arrival times, keys,
+   app servers, service times, fault coins): the same seed gives the same run,
+   and changing one part of a scenario does not reshuffle the others' draws.
+2. The :class:`~wtsim.sim.world.World` starts with every row at version 1, and,
+   with ``prefill``, a warm cache.
+3. Each arrival becomes a SimPy process on one app server, which runs the
+   policy's generator (:data:`~wtsim.sim.scenario.POLICIES`) through
+   :func:`~wtsim.sim.driver.run_policy`: the library's own policy code.
+4. Arrivals stop at ``duration_s``; requests still in flight are allowed to
+   finish, so every request that arrived is measured.
+
+The namespace is ``"items"`` and the entity ids are the key numbers, so the
+cache keys are the library's real keys (``wtc:{items:42}``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import simpy
+
+from .. import codec
+from ..breaker import CircuitBreaker
+from ..keys import entry_key
+from ..policies import CacheState, CacheStats, PolicyConfig
+from .driver import AppServer, ServiceTimes, Tally, run_policy
+from .faults import FaultModel
+from .metrics import Recorder, Result
+from .scenario import POLICIES, Scenario
+from .workload import WRITE, Workload
+from .world import DatabaseUnavailable, Row, World
+
+log = logging.getLogger("wtsim.sim.run")
+
+NAMESPACE = "items"
+
+
+def run(scenario: Scenario) -> Result:
+    """Simulate ``scenario``; return what it measured after the warm-up."""
+    return Simulation(scenario).run()
+
+
+def _serialize(row: Row) -> dict:
+    return row  # the simulated rows are already plain, JSON-safe dicts
+
+
+class Simulation:
+    """The SimPy environment of one run, with everything in it. Use :func:`run`."""
+
+    def __init__(self, scenario: Scenario) -> None:
+        s = self.scenario = scenario
+        self.env = env = simpy.Environment()
+        arrivals, keys, servers, service, coins = (
+            np.random.default_rng(seq) for seq in np.random.SeedSequence(s.seed).spawn(5)
+        )
+        self.world = World(s.n_keys, s.cache_capacity, clock=lambda: env.now)
+        self.workload = Workload(
+            duration_s=s.duration_s, read_rate=s.read_rate, write_rate=s.write_rate, n_keys=s.n_keys,
+            zipf_alpha=s.zipf_alpha, app_servers=s.app_servers, bursts=s.bursts,
+            arrivals_rng=arrivals, keys_rng=keys, servers_rng=servers,
+        )
+        self.faults = FaultModel(s.faults, coins) if s.faults else None
+        self.recorder = Recorder(s.duration_s, s.warmup_s)
+        self.scripted: list[dict] = []  # what each scripted request did, for Result.scripted
+        self.policy = POLICIES[s.policy]
+        config = PolicyConfig(
+            default_ttl=s.ttl_s,
+            versioned=s.versioned,
+            outage_repair=s.outage_repair,
+            tombstone_ttl=s.tombstone_ttl_s,
+        )
+        pool = simpy.Resource(env, capacity=s.db_connections)
+        service_times = ServiceTimes(service, deterministic=s.service == "deterministic")
+        self.servers = [
+            AppServer(
+                i, env, self.world, pool, CacheState(config=config, breaker=self._breaker()),
+                cache_rtt_s=s.cache_rtt_s,
+                cache_timeout_s=s.cache_timeout_s,
+                cache_connect_timeout_s=(
+                    s.cache_timeout_s if s.cache_connect_timeout_s is None else s.cache_connect_timeout_s
+                ),
+                db_read_s=s.db_read_s,
+                db_write_s=s.db_write_s,
+                service=service_times,
+                faults=self.faults,
+                on_db_wait=self.recorder.db_wait,
+            )
+            for i in range(s.app_servers)
+        ]
+        if s.prefill and s.policy != "none":
+            self._prefill(config)
+
+    def _breaker(self) -> CircuitBreaker | None:
+        s, env = self.scenario, self.env
+        if not s.breaker:
+            return None
+        return CircuitBreaker(s.breaker_threshold, s.breaker_cooldown_s, clock=lambda: env.now)
+
+    def _prefill(self, config: PolicyConfig) -> None:
+        """Cache every key as the policy would have at t = 0 (the most popular ones, if it is small)."""
+        s, cache = self.scenario, self.world.cache
+        count = s.n_keys if s.cache_capacity is None else min(s.n_keys, s.cache_capacity)
+        for key in range(count, 0, -1):  # the most popular key ends up the most recently used
+            row = self.world.db.row(key)
+            payload = codec.encode(row, row["version"] if config.versioned else None)
+            cache.set(entry_key(config.prefix, NAMESPACE, key), payload, s.ttl_s, 0.0)
+
+    # -- processes -------------------------------------------------------------------------------
+
+    def run(self) -> Result:
+        """Run to the end (arrivals stop at ``duration_s``, requests in flight finish)."""
+        env = self.env
+        env.process(self._arrivals())
+        if self.scenario.requests:
+            env.process(self._scripted())
+        for at in self.faults.flushes if self.faults else ():
+            env.process(self._flush(at))
+        env.run()
+        return self.recorder.result(self.scenario, self.policy_stats(), self.scripted)
+
+    def _arrivals(self):
+        env, request = self.env, self._request
+        for times, is_write, keys, servers in self.workload.chunks():
+            for at, write, key, server in zip(times, is_write, keys, servers):
+                delay = at - env.now
+                yield env.timeout(delay if delay > 0 else 0.0)
+                env.process(request(write, key, server))
+
+    def _scripted(self):
+        env = self.env
+        for request in sorted(self.scenario.requests, key=lambda r: r.at_s):
+            yield env.timeout(max(0.0, request.at_s - env.now))
+            trace = {**request.to_dict(), "ops": []}
+            self.scripted.append(trace)
+            env.process(self._request(request.kind == WRITE, request.key, request.server, trace))
+
+    def _flush(self, at: float):
+        # In the driver's frame (cache ops are applied as sent, at their landing clock),
+        # an event at the cache at ``at`` happens half a round trip earlier.
+        yield self.env.timeout(max(0.0, at - self.scenario.cache_rtt_s / 2))
+        log.info("t=%.3fs: the cache restarts empty", at)
+        self.world.cache.flush()
+
+    def _request(self, write: bool, key: int, server_index: int, trace: dict | None = None):
+        """One request, start to finish, on app server ``server_index``; ``trace`` records its story."""
+        env, db, server = self.env, self.world.db, self.servers[server_index]
+        start = env.now
+        tally = Tally()
+        perform = server.perform if trace is None else self._tracing(server, trace["ops"])
+        if write:
+            policy = self.policy.write(server.state, NAMESPACE, key, lambda table: table.commit(key), _serialize)
+        else:
+            newest = db.versions[key]  # what the oracle compares the answer with
+            policy = self.policy.read(server.state, NAMESPACE, key, lambda table: table.row(key), _serialize)
+        try:
+            value = yield from run_policy(policy, perform, tally)
+        except DatabaseUnavailable:
+            failed, value = True, None
+        else:
+            failed = False
+        latency = env.now - start
+        version = None if failed else value["version"]
+        if write:
+            self.recorder.write(start, latency, tally, failed)
+            staleness = None
+        else:
+            stale = version is not None and version < newest  # the oracle: see SimDB.staleness
+            staleness = db.staleness(key, version, newest, start) if stale else None
+            self.recorder.read(start, latency, tally, failed, staleness)
+        if trace is not None:
+            trace.update(version=version, failed=failed, latency_s=latency, staleness_s=staleness)
+
+    def _tracing(self, server: AppServer, ops: list):
+        env = self.env
+
+        def perform(op):
+            ops.append({"t": env.now, "op": type(op).__name__})
+            return server.perform(op)
+
+        return perform
+
+    def policy_stats(self) -> dict[str, int]:
+        """The app servers' policy counters, summed."""
+        total = CacheStats()
+        for server in self.servers:
+            for name, value in server.state.stats.as_dict().items():
+                setattr(total, name, getattr(total, name) + value)
+        return total.as_dict()
+
+
+# -- a figure of the timeline ------------------------------------------------------------------------
+
+
+def timeline_figure(result: Result) -> Any:
+    """A matplotlib Figure: DB queries/s, hit ratio and stale reads per second, against time."""
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, safe in any process
+
+    rows = result.timeline
+    t = [row["t"] for row in rows] + [len(rows)]  # one step per second, the last one closed
+
+    def per_second(value) -> list[float]:
+        values = [value(row) for row in rows]
+        return values + values[-1:]
+
+    fig = Figure(figsize=(9, 7), layout="constrained")
+    db_ax, hit_ax, stale_ax = fig.subplots(3, 1, sharex=True)
+    db_ax.step(t, per_second(lambda row: row["db_reads"] + row["db_writes"]), where="post", label="total")
+    db_ax.step(t, per_second(lambda row: row["db_reads"]), where="post", label="reads")
+    db_ax.step(t, per_second(lambda row: row["db_writes"]), where="post", label="writes")
+    db_ax.set_ylabel("DB queries / s")
+    db_ax.set_ylim(bottom=0)
+    db_ax.legend(loc="upper right")
+    hit_ax.step(t, per_second(lambda row: 100 * row["hits"] / row["reads"] if row["reads"] else np.nan),
+                where="post")
+    hit_ax.set_ylabel("hit ratio (%)")
+    hit_ax.set_ylim(0, 105)
+    stale_ax.step(t, per_second(lambda row: row["stale_reads"]), where="post", color="tab:red")
+    stale_ax.set_ylabel("stale reads / s")
+    stale_ax.set_ylim(bottom=0, top=max(1, *(row["stale_reads"] for row in rows)) * 1.1)
+    stale_ax.set_xlabel("simulated time (s)")
+    stale_ax.set_xlim(0, len(rows))
+    s = result.scenario
+    warmup = s.warmup_s
+    for ax in (db_ax, hit_ax, stale_ax):
+        if warmup > 0:
+            ax.axvspan(0, warmup, color="0.9", zorder=0)
+        for fault in result.scenario.faults:
+            end = fault.end_s
+            if end is None:  # open-ended, or an instant flush
+                end = fault.start_s + 0.05 if fault.kind == "cache-flush" else s.duration_s
+            ax.axvspan(fault.start_s, end, color="tab:orange", alpha=0.15, zorder=0)
+    fig.suptitle(f"{s.name}: policy {s.policy}, {s.read_rate:g} reads/s, {s.write_rate:g} writes/s"
+                 " (grey: warm-up, orange: faults)")
+    return fig
+
+
+def save_timeline_plot(result: Result, path: str | Path) -> Path:
+    """Write :func:`timeline_figure` to ``path`` (PNG, SVG, PDF: by its suffix)."""
+    path = Path(path)
+    timeline_figure(result).savefig(path, dpi=120)
+    return path
