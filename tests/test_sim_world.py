@@ -32,7 +32,8 @@ ops = st.one_of(
 
 
 def _normalise(answer):
-    return answer.decode() if isinstance(answer, bytes) else answer
+    """Redis answers bytes, the sim cache keeps them decoded: compare decoded entries."""
+    return codec.decode(answer) if isinstance(answer, (bytes, str)) else answer
 
 
 @settings(max_examples=150, deadline=None)
@@ -98,15 +99,15 @@ def test_tombstone_cases_match_redis(present, version, replaced):
     real.perform(op, None), sim.apply(op, now=0.0)
     now = sim.get(key, now=0.0)
     assert _normalise(real.redis.get(key)) == now
-    assert now == (codec.encode_tombstone(version) if replaced else present)
+    assert now == codec.decode(codec.encode_tombstone(version) if replaced else present)
 
 
 def test_ttl_expires_and_hits_do_not_extend_it():
     """An entry set with a TTL is gone at set time + TTL, however often it was read meanwhile."""
     cache = SimCache()
-    cache.set("k", "v", 2.0, now=10.0)
-    assert cache.get("k", now=11.0) == "v"
-    assert cache.get("k", now=11.999) == "v"
+    cache.set("k", entry(1), 2.0, now=10.0)
+    assert cache.get("k", now=11.0).version == 1
+    assert cache.get("k", now=11.999).version == 1
     assert cache.get("k", now=12.0) is None
     assert len(cache) == 0  # dropped when touched
 
@@ -114,9 +115,17 @@ def test_ttl_expires_and_hits_do_not_extend_it():
 def test_plain_set_clears_an_old_ttl():
     """SET without a TTL makes the entry permanent, as in Redis."""
     cache = SimCache()
-    cache.set("k", "v1", 1.0, now=0.0)
-    cache.set("k", "v2", None, now=0.5)
-    assert cache.get("k", now=1000.0) == "v2"
+    cache.set("k", entry(1), 1.0, now=0.0)
+    cache.set("k", entry(2), None, now=0.5)
+    assert cache.get("k", now=1000.0).version == 2
+
+
+def test_entries_are_kept_decoded():
+    """A GET answers the stored envelope decoded, which codec.decode passes through unchanged."""
+    cache = SimCache()
+    cache.set("k", entry(3), None, now=0.0)
+    got = cache.get("k", now=0.0)
+    assert got == codec.decode(entry(3)) and codec.decode(got) is got
 
 
 def test_tombstone_expires_after_its_own_ttl():
@@ -130,13 +139,13 @@ def test_tombstone_expires_after_its_own_ttl():
 def test_lru_evicts_the_least_recently_used():
     """With a capacity, a store evicts the entry touched longest ago; a GET counts as a touch."""
     cache = SimCache(capacity=2)
-    cache.set("a", "1", None, now=0.0)
-    cache.set("b", "2", None, now=0.1)
-    assert cache.get("a", now=0.2) == "1"  # a is now more recent than b
-    cache.set("c", "3", None, now=0.3)
+    cache.set("a", entry(1), None, now=0.0)
+    cache.set("b", entry(2), None, now=0.1)
+    assert cache.get("a", now=0.2).version == 1  # a is now more recent than b
+    cache.set("c", entry(3), None, now=0.3)
     assert list(cache.data) == ["a", "c"]
-    cache.set("a", "1'", None, now=0.4)  # overwriting refreshes recency too
-    cache.set("d", "4", None, now=0.5)
+    cache.set("a", entry(4), None, now=0.4)  # overwriting refreshes recency too
+    cache.set("d", entry(5), None, now=0.5)
     assert list(cache.data) == ["a", "d"]
 
 

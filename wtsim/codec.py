@@ -44,8 +44,14 @@ def encode_tombstone(version: int | None) -> str:
     return json.dumps({"v": version, "t": 1}, separators=(",", ":"))
 
 
-def decode(raw: bytes | str) -> Entry:
-    """Unwrap a payload; answer :data:`FOREIGN` when it is not a well-formed envelope."""
+def decode(raw: bytes | str | Entry) -> Entry:
+    """Unwrap a payload; answer :data:`FOREIGN` when it is not a well-formed envelope.
+
+    An :class:`Entry` passes through unchanged: a driver that keeps entries
+    decoded (the simulator's in-memory cache) spares every hit a JSON parse.
+    """
+    if type(raw) is Entry:
+        return raw
     try:
         obj = json.loads(raw)
     except (ValueError, TypeError):  # UnicodeDecodeError is a ValueError

@@ -79,11 +79,16 @@ class SimDB:
 
 
 class SimCache:
-    """An in-memory Redis: payloads with TTLs, LRU capacity, and the Lua scripts' semantics."""
+    """An in-memory Redis: payloads with TTLs, LRU capacity, and the Lua scripts' semantics.
+
+    Payloads are decoded once, when stored, and kept as :class:`wtsim.codec.Entry`;
+    a ``GET`` answers the entry, which :func:`wtsim.codec.decode` passes through.
+    Same result as storing the JSON, without a parse on every hit.
+    """
 
     def __init__(self, capacity: int | None = None) -> None:
         self.capacity = capacity
-        self.data: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self.data: OrderedDict[str, tuple[codec.Entry, float]] = OrderedDict()
         self._perform = {
             CacheGet: lambda op, now: self.get(op.key, now),
             CacheSet: lambda op, now: self.set(op.key, op.payload, op.ttl_s, now),
@@ -99,8 +104,8 @@ class SimCache:
 
     # -- plain commands ---------------------------------------------------------------------
 
-    def get(self, key: str, now: float) -> str | None:
-        """``GET``: the payload, or ``None``; a hit makes ``key`` the most recently used."""
+    def get(self, key: str, now: float) -> codec.Entry | None:
+        """``GET``: the (decoded) payload, or ``None``; a hit makes ``key`` the most recently used."""
         entry = self.data.get(key)
         if entry is None:
             return None
@@ -114,7 +119,7 @@ class SimCache:
     def set(self, key: str, payload: str, ttl_s: float | None, now: float) -> None:
         """``SET key payload [PX ttl]``, evicting the least recently used entry when full."""
         data = self.data
-        data[key] = (payload, math.inf if ttl_s is None else now + ttl_s)
+        data[key] = (codec.decode(payload), math.inf if ttl_s is None else now + ttl_s)
         if self.capacity is not None:
             data.move_to_end(key)
             while len(data) > self.capacity:
@@ -143,9 +148,8 @@ class SimCache:
 
     def set_if_newer(self, key: str, payload: str, version: int, ttl_s: float | None, now: float) -> bool:
         """``SET_IF_NEWER``: store unless a newer entry, or a tombstone of unknown version, is there."""
-        current = self.get(key, now)
-        if current is not None:
-            entry = codec.decode(current)
+        entry = self.get(key, now)
+        if entry is not None:
             if entry.tombstone and entry.version is None:
                 return False
             if entry.version is not None and entry.version > version:
@@ -157,9 +161,8 @@ class SimCache:
         """``TOMBSTONE`` for each ``(key, version)``: unless what is there already covers it."""
         for key, version in entries:
             if version is not None:
-                current = self.get(key, now)
-                if current is not None:
-                    entry = codec.decode(current)
+                entry = self.get(key, now)
+                if entry is not None:
                     if entry.tombstone and entry.version is None:
                         continue
                     if entry.version is not None and entry.version >= version:
