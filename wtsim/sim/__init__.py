@@ -23,7 +23,7 @@ table, the cache, the oracle), :mod:`~wtsim.sim.driver` (ops in SimPy time),
 
 from .faults import FAULT_KINDS, Fault
 from .metrics import Result
-from .run import run, save_timeline_plot, timeline_figure
+from .run import run
 from .scenario import POLICIES, Scenario, load_scenario, parse_override, scenario_names
 from .sweep import sweep
 from .workload import Burst, Request
@@ -39,8 +39,6 @@ __all__ = [
     "load_scenario",
     "parse_override",
     "run",
-    "save_timeline_plot",
     "scenario_names",
     "sweep",
-    "timeline_figure",
 ]

@@ -16,7 +16,7 @@ import os
 from typing import Any, Sequence
 
 from .metrics import Result
-from .run import run, save_timeline_plot
+from .run import run
 from .scenario import FIELD_NAMES, Scenario, convert, load_scenario, scenario_names
 from .sweep import sweep
 
@@ -68,7 +68,9 @@ def run_command(args: argparse.Namespace) -> int:
         raise ValueError(f"--plot needs a .png, .svg or .pdf file name, got {args.plot!r}")
     result = run(scenario)
     if args.plot:
-        save_timeline_plot(result, args.plot)
+        from ..plots import timeline_figure  # matplotlib only when a plot is asked for
+
+        timeline_figure(result).savefig(args.plot, dpi=120)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:

@@ -20,9 +20,6 @@ cache keys are the library's real keys (``wtc:{items:42}``).
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 import simpy
 
@@ -193,56 +190,3 @@ class Simulation:
             for name, value in server.state.stats.as_dict().items():
                 setattr(total, name, getattr(total, name) + value)
         return total.as_dict()
-
-
-# -- a figure of the timeline ------------------------------------------------------------------------
-
-
-def timeline_figure(result: Result) -> Any:
-    """A matplotlib Figure: DB queries/s, hit ratio and stale reads per second, against time."""
-    from matplotlib.figure import Figure  # no pyplot: no GUI backend, safe in any process
-
-    rows = result.timeline
-    t = [row["t"] for row in rows] + [len(rows)]  # one step per second, the last one closed
-
-    def per_second(value) -> list[float]:
-        values = [value(row) for row in rows]
-        return values + values[-1:]
-
-    fig = Figure(figsize=(9, 7), layout="constrained")
-    db_ax, hit_ax, stale_ax = fig.subplots(3, 1, sharex=True)
-    db_ax.step(t, per_second(lambda row: row["db_reads"] + row["db_writes"]), where="post", label="total")
-    db_ax.step(t, per_second(lambda row: row["db_reads"]), where="post", label="reads")
-    db_ax.step(t, per_second(lambda row: row["db_writes"]), where="post", label="writes")
-    db_ax.set_ylabel("DB queries / s")
-    db_ax.set_ylim(bottom=0)
-    db_ax.legend(loc="upper right")
-    hit_ax.step(t, per_second(lambda row: 100 * row["hits"] / row["reads"] if row["reads"] else np.nan),
-                where="post")
-    hit_ax.set_ylabel("hit ratio (%)")
-    hit_ax.set_ylim(0, 105)
-    stale_ax.step(t, per_second(lambda row: row["stale_reads"]), where="post", color="tab:red")
-    stale_ax.set_ylabel("stale reads / s")
-    stale_ax.set_ylim(bottom=0, top=max(1, *(row["stale_reads"] for row in rows)) * 1.1)
-    stale_ax.set_xlabel("simulated time (s)")
-    stale_ax.set_xlim(0, len(rows))
-    s = result.scenario
-    warmup = s.warmup_s
-    for ax in (db_ax, hit_ax, stale_ax):
-        if warmup > 0:
-            ax.axvspan(0, warmup, color="0.9", zorder=0)
-        for fault in result.scenario.faults:
-            end = fault.end_s
-            if end is None:  # open-ended, or an instant flush
-                end = fault.start_s + 0.05 if fault.kind == "cache-flush" else s.duration_s
-            ax.axvspan(fault.start_s, end, color="tab:orange", alpha=0.15, zorder=0)
-    fig.suptitle(f"{s.name}: policy {s.policy}, {s.read_rate:g} reads/s, {s.write_rate:g} writes/s"
-                 " (grey: warm-up, orange: faults)")
-    return fig
-
-
-def save_timeline_plot(result: Result, path: str | Path) -> Path:
-    """Write :func:`timeline_figure` to ``path`` (PNG, SVG, PDF: by its suffix)."""
-    path = Path(path)
-    timeline_figure(result).savefig(path, dpi=120)
-    return path

@@ -58,8 +58,7 @@ def sweep(
     * ``executor``: any :class:`concurrent.futures.Executor`. Runs are submitted
       with ``executor.submit(run, scenario)``, so an executor that spreads work
       over a cluster works unchanged, e.g. Dask's
-      ``distributed.Client(...).get_executor()`` or Ray's
-      ``ray.util.concurrent.futures.RayExecutor()``. The caller owns it (it is
+      ``distributed.Client(...).get_executor()``. The caller owns it (it is
       not shut down here). :class:`Scenario` and :class:`Result` are plain
       dataclasses, which every executor can ship between processes.
     * otherwise, with ``jobs > 1``: a :class:`~concurrent.futures.ProcessPoolExecutor`
