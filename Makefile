@@ -19,7 +19,8 @@ lab: $(VENV)/.dev
 	$(BIN)/jupyter lab notebooks/
 
 notebooks: $(VENV)/.dev
-	$(BIN)/jupyter nbconvert --to notebook --execute --inplace notebooks/[0-9]*.ipynb
+	$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.record_timing=False \
+		notebooks/[0-9]*.ipynb notebooks/solutions/[0-9]*.ipynb
 
 bench: $(VENV)/.core
 	$(BIN)/wtsim bench

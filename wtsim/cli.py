@@ -1,6 +1,7 @@
 """The ``wtsim`` command.
 
-``wtsim demo``            narrated walk-through on the real cache (fakeredis + SQLite by default)
+``wtsim demo``            narrated walk-through on the real cache (fakeredis + SQLite by
+                          default), then out/report.html from two simulated scenarios
 ``wtsim run SCENARIO``    simulate a scenario from data/scenarios/ (or a TOML file)
 ``wtsim sweep SCENARIO``  simulate a grid of variations, in parallel
 ``wtsim bench [cache|sim]``  measure the overhead ratios
@@ -38,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="narrated walk-through of the real cache")
     demo.add_argument("--redis-url", help="a real Redis, e.g. redis://127.0.0.1:6379/0 (default: embedded fakeredis)")
     demo.add_argument("--database-url", help="any SQLAlchemy URL (default: SQLite in a temporary file)")
+    demo.add_argument("--out", default="out", help="folder for the simulated report (default: out)")
+    demo.add_argument("--no-report", action="store_true", help="skip the simulated report")
     demo.set_defaults(func=_demo)
 
     bench = sub.add_parser("bench", help="measure overhead ratios (cache vs raw calls, simulator vs bare SimPy)")
@@ -77,6 +80,12 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     run_demo(redis_url=args.redis_url, database_url=args.database_url)
+    if not args.no_report:
+        from .report import write_report
+
+        print("\nThe simulator's view: the article's example and a Redis outage")
+        path = write_report(args.out, progress=lambda step: print(f"   {step} ..."))
+        print(f"\nReport with figures: {path}")
     return 0
 
 

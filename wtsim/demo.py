@@ -52,9 +52,9 @@ class Narrator:
         self.say(f"   {label:<10} {text}")
 
 
-def run_demo(redis_url: str | None = None, database_url: str | None = None, out: TextIO = sys.stdout) -> None:
-    """Run the walk-through on fakeredis + SQLite, or on the servers named."""
-    n = Narrator(out)
+def run_demo(redis_url: str | None = None, database_url: str | None = None, out: TextIO | None = None) -> None:
+    """Run the walk-through on fakeredis + SQLite, or on the servers named; print to ``out`` (stdout)."""
+    n = Narrator(out or sys.stdout)
     with tempfile.TemporaryDirectory(prefix="wtsim-demo-") as tmp:
         url = database_url or f"sqlite:///{Path(tmp) / 'demo.db'}"
         engine = make_engine(url)
