@@ -70,6 +70,7 @@ def test_sweep_json(capsys):
         (["run", "article", "--set", "ttl_s"], "expected field=value"),
         (["run", "article", "--set", "warmup_s=20"], "warmup_s must be < duration_s"),
         (["run", "article", "--plot", "out.txt"], "--plot needs a .png, .svg or .pdf"),
+        (["run", "article", "--plot", "no-such-folder/t.png"], "folder no-such-folder does not exist"),
         (["sweep", "article", "--vary", "ttl_s"], "--vary expects field=v1,v2"),
         (["sweep", "article", "--vary", "faults=x"], "--vary cannot vary faults"),
         (["sweep", "article", "--vary", "n_keys=10,abc"], "n_keys must be an integer"),

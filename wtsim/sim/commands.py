@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 from typing import Any, Sequence
 
 from .metrics import Result
@@ -66,6 +67,8 @@ def run_command(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario).with_overrides(args.overrides)
     if args.plot and not args.plot.lower().endswith((".png", ".svg", ".pdf")):
         raise ValueError(f"--plot needs a .png, .svg or .pdf file name, got {args.plot!r}")
+    if args.plot and not Path(args.plot).resolve().parent.is_dir():
+        raise ValueError(f"--plot {args.plot}: folder {Path(args.plot).parent} does not exist")
     result = run(scenario)
     if args.plot:
         from ..plots import timeline_figure  # matplotlib only when a plot is asked for
