@@ -47,7 +47,7 @@ def write_report(out_dir: str | Path = "out", progress: Callable[[str], None] | 
     say("simulating the article's example, with and without the cache")
     article = load_scenario("article")
     cached, uncached = run(article), run(article.replace(policy="none"))
-    say("simulating a Redis outage three ways")
+    say("simulating a Redis outage four ways (three policies, and no breaker)")
     outage = load_scenario("redis-outage")
     variants = {label: run(outage.replace(**changes)) for label, changes in OUTAGE_VARIANTS.items()}
     breakers = {"with the breaker": variants["article's algorithm"], "without": run(outage.replace(breaker=False))}
