@@ -8,6 +8,8 @@ of the cache uses the same number to order cache updates.
 from __future__ import annotations
 
 import csv
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -43,19 +45,16 @@ def product_dict(p: Product) -> dict[str, Any]:
     return {"id": p.id, "name": p.name, "price_cents": p.price_cents, "stock": p.stock, "version": p.version}
 
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-
-
-def catalog_path() -> Path:
-    """The sample catalog: ``data/catalog.csv`` of the checkout wtsim runs from."""
-    return DATA_DIR / "catalog.csv"
+def catalog_path() -> Traversable:
+    """The sample catalog, ``data/catalog.csv``, installed with the package as ``wtsim.data``."""
+    return files("wtsim.data") / "catalog.csv"
 
 
 def read_catalog(path: str | Path | None = None) -> list[dict[str, Any]]:
     """The catalog rows as dicts; every field checked, errors name the line and field."""
     path = Path(path) if path is not None else catalog_path()
     rows: list[dict[str, Any]] = []
-    with open(path, newline="", encoding="utf-8") as f:
+    with path.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         if tuple(reader.fieldnames or ()) != CATALOG_COLUMNS:
             raise ValueError(f"{path}: header must be {','.join(CATALOG_COLUMNS)}, got {reader.fieldnames}")

@@ -28,6 +28,8 @@ import tomllib
 import types
 import typing
 from dataclasses import dataclass, field, fields
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -43,8 +45,8 @@ POLICIES: dict[str, types.ModuleType] = {
 
 SERVICE_KINDS = ("exponential", "deterministic")
 
-SCENARIO_DIR = Path(__file__).resolve().parents[2] / "data" / "scenarios"
-"""Where bare scenario names are looked up (the repository's ``data/scenarios``)."""
+SCENARIO_DIR: Traversable = files("wtsim.data") / "scenarios"
+"""Where bare scenario names are looked up: ``data/scenarios``, installed as package data."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,15 +133,15 @@ class Scenario:
         return cls(**values)
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> Scenario:
+    def from_toml(cls, path: str | Path | Traversable) -> Scenario:
         """Load a scenario file; its ``name`` defaults to the file's stem."""
-        path = Path(path)
+        path = Path(path) if isinstance(path, str) else path
         with path.open("rb") as f:
             try:
                 data = tomllib.load(f)
             except tomllib.TOMLDecodeError as exc:
                 raise ValueError(f"{path}: not valid TOML: {exc}") from None
-        data.setdefault("name", path.stem)
+        data.setdefault("name", Path(path.name).stem)
         return cls.from_dict(data, source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
@@ -163,7 +165,7 @@ class Scenario:
 
 def scenario_names() -> list[str]:
     """The scenarios in ``data/scenarios``, by name."""
-    return sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))
+    return sorted(Path(p.name).stem for p in SCENARIO_DIR.iterdir() if p.name.endswith(".toml"))
 
 
 def load_scenario(name_or_path: str | Path) -> Scenario:
