@@ -1,22 +1,43 @@
-"""Caching policies as pure generators, and the loop that drives them.
+"""Caching policies as pure generators, the registry of their names, and the loop that drives them.
 
 A policy yields :mod:`wtsim.ops` operations; a *driver* performs each one and
 sends the result back, or throws the failure in. :func:`drive` is that loop for
 a synchronous driver (the real cache); :class:`Stepper` runs it one operation
 at a time, so that tests and notebooks can interleave two policies by hand;
 the simulator runs the same generators inside SimPy processes.
+
+:data:`POLICIES` is the one list of patterns: the simulator, the command line
+and the real classes all look a name up here, so a new pattern is one new
+module and one line below.
 """
 
 from __future__ import annotations
 
+import types
 from typing import Any, Callable
 
 from ..ops import Op
-from . import write_through
+from . import no_cache, write_through
 from .state import CacheState, CacheStats, PolicyConfig, Suspects
 from .write_through import Policy
 
+POLICIES: dict[str, types.ModuleType] = {
+    "none": no_cache,
+    "write-through": write_through,
+}
+"""Pattern name -> the module whose ``read`` and ``write`` generators implement it."""
+
+
+def policy_module(name: str) -> types.ModuleType:
+    """The module of the pattern called ``name``; ``ValueError`` listing the names otherwise."""
+    try:
+        return POLICIES[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"policy must be one of {', '.join(map(repr, POLICIES))}; got {name!r}") from None
+
+
 __all__ = [
+    "POLICIES",
     "CacheState",
     "CacheStats",
     "Policy",
@@ -24,6 +45,8 @@ __all__ = [
     "Stepper",
     "Suspects",
     "drive",
+    "no_cache",
+    "policy_module",
     "write_through",
 ]
 

@@ -24,7 +24,8 @@ table, the cache, the oracle), :mod:`~wtsim.sim.driver` (ops in SimPy time),
 from .faults import FAULT_KINDS, Fault
 from .metrics import Result
 from .run import run
-from .scenario import POLICIES, Scenario, load_scenario, parse_override, scenario_names
+from ..policies import POLICIES
+from .scenario import Scenario, load_scenario, parse_override, scenario_names
 from .sweep import sweep
 from .workload import Burst, Request
 

@@ -8,7 +8,7 @@ How a run goes:
 2. The :class:`~wtsim.sim.world.World` starts with every row at version 1, and,
    with ``prefill``, a warm cache.
 3. Each arrival becomes a SimPy process on one app server, which runs the
-   policy's generator (:data:`~wtsim.sim.scenario.POLICIES`) through
+   policy's generator (:data:`wtsim.policies.POLICIES`) through
    :func:`~wtsim.sim.driver.run_policy`: the library's own policy code.
 4. Arrivals stop at ``duration_s``; requests still in flight are allowed to
    finish, so every request that arrived is measured.
@@ -30,7 +30,8 @@ from ..policies import CacheState, CacheStats, PolicyConfig
 from .driver import AppServer, ServiceTimes, Tally, run_policy
 from .faults import FaultModel
 from .metrics import Recorder, Result
-from .scenario import POLICIES, Scenario
+from ..policies import POLICIES
+from .scenario import Scenario
 from .workload import WRITE, Workload
 from .world import DatabaseUnavailable, Row, World
 

@@ -15,9 +15,9 @@ Rules of this module:
 * ``None`` means "no limit" (``ttl_s``, ``cache_capacity``) or "until the end"
   (a fault's ``end_s``). TOML has no null: leave the field out, or write
   ``"none"``.
-* The policy is named, and :data:`POLICIES` maps the name to the module of
-  generators that implements it; the simulator runs those generators, the
-  very code of the library.
+* The policy is named, and :data:`wtsim.policies.POLICIES` maps the name to the
+  module of generators that implements it; the simulator runs those
+  generators, the very code of the library.
 """
 
 from __future__ import annotations
@@ -33,15 +33,10 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from ..policies import no_cache, write_through
+from ..policies import policy_module
 from .faults import Fault
 from .workload import Burst, Request
 
-POLICIES: dict[str, types.ModuleType] = {
-    "none": no_cache,
-    "write-through": write_through,
-}
-"""Policy name -> module with ``read`` and ``write`` generators (cache-aside, write-behind: later)."""
 
 SERVICE_KINDS = ("exponential", "deterministic")
 
@@ -333,8 +328,7 @@ def _check_field(name: str, value: Any) -> Any:
         case "versioned" | "outage_repair" | "breaker" | "prefill":
             return _flag(name, value)
         case "policy":
-            if value not in POLICIES:
-                raise ValueError(f"policy must be one of {', '.join(map(repr, POLICIES))}; got {value!r}")
+            policy_module(value)  # raises, listing the registry's names
             return value
         case "service":
             if value not in SERVICE_KINDS:
