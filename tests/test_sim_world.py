@@ -8,8 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from wtsim import WriteThroughCache, codec
-from wtsim.ops import CacheDelete, CacheGet, CachePurge, CacheSet, CacheSetIfNewer, CacheTombstone
-from wtsim.sim.world import SimCache, SimDB
+from wtsim.ops import (
+    CacheDelete, CacheGet, CacheLease, CachePurge, CacheSet, CacheSetIfNewer, CacheSetLeased, CacheTombstone,
+)
+from wtsim.sim.world import DecodedCodec, SimCache, SimDB
 
 KEYS = ("wtc:{items:1}", "wtc:{items:2}", "wtc:{other:1}")
 
@@ -20,6 +22,7 @@ def entry(version: int | None) -> str:
 
 versions = st.one_of(st.none(), st.integers(min_value=1, max_value=4))
 keys = st.sampled_from(KEYS)
+tokens = st.sampled_from(("a-1", "b-1"))
 ops = st.one_of(
     st.builds(CacheGet, keys),
     st.builds(lambda k, v: CacheSet(k, entry(v), None), keys, versions),
@@ -28,6 +31,8 @@ ops = st.one_of(
     st.builds(lambda ks: CacheDelete(tuple(ks)), st.lists(keys, min_size=1, max_size=3)),
     st.builds(CachePurge, st.sampled_from(("wtc:{items:", "wtc:{other:"))),
     st.builds(lambda k, raw: CacheSet(k, raw, None), keys, st.sampled_from(("garbage", "[1, 2]", "{}", '{"v": 9}'))),
+    st.builds(lambda k, t: CacheLease(k, codec.encode_lease(t), 60.0), keys, tokens),
+    st.builds(lambda k, v, t: CacheSetLeased(k, entry(v), codec.encode_lease(t), None), keys, versions, tokens),
 )
 
 
@@ -121,11 +126,44 @@ def test_plain_set_clears_an_old_ttl():
 
 
 def test_entries_are_kept_decoded():
-    """A GET answers the stored envelope decoded, which codec.decode passes through unchanged."""
+    """A GET answers the stored envelope decoded; the simulator's codec passes that Entry through."""
     cache = SimCache()
     cache.set("k", entry(3), None, now=0.0)
     got = cache.get("k", now=0.0)
-    assert got == codec.decode(entry(3)) and codec.decode(got) is got
+    assert got == codec.decode(entry(3)) and DecodedCodec.decode(got) is got
+    assert DecodedCodec.encode({"id": 1, "version": 3}, 3) == got  # no JSON on the way in either
+
+
+def test_lease_is_granted_once_and_voided_by_a_set():
+    """LEASE grants one holder; a second asker gets the lease back; a SET in between voids it."""
+    cache = SimCache()
+    mine, theirs = DecodedCodec.encode_lease("a-1"), DecodedCodec.encode_lease("b-1")
+    assert cache.apply(CacheLease("k", mine, 2.0), now=0.0) is True
+    assert cache.apply(CacheLease("k", theirs, 2.0), now=0.1) == mine
+    cache.set("k", entry(2), None, now=0.2)  # a writer's update lands first
+    assert cache.apply(CacheSetLeased("k", entry(1), mine, None), now=0.3) is False
+    assert cache.get("k", now=0.3).version == 2
+
+
+def test_leased_populate_needs_the_live_lease():
+    """The holder populates while its lease lives, not after it expired or another took it."""
+    cache = SimCache()
+    mine, theirs = DecodedCodec.encode_lease("a-1"), DecodedCodec.encode_lease("b-1")
+    assert cache.apply(CacheLease("k", mine, 1.0), now=0.0) is True
+    assert cache.apply(CacheSetLeased("k", entry(1), mine, None), now=0.5) is True
+    assert cache.apply(CacheLease("j", mine, 1.0), now=0.0) is True
+    assert cache.apply(CacheLease("j", theirs, 1.0), now=1.5) is True  # ours expired at 1.0
+    assert cache.apply(CacheSetLeased("j", entry(1), mine, None), now=1.6) is False
+
+
+def test_a_tombstone_gives_way_to_a_lease_but_a_value_does_not():
+    """A lease replaces a tombstone (only lease holders populate) but never a value."""
+    cache = SimCache()
+    lease = DecodedCodec.encode_lease("a-1")
+    cache.apply(CacheTombstone((("t", 4),), 5.0), now=0.0)
+    assert cache.apply(CacheLease("t", lease, 1.0), now=0.1) is True
+    cache.set("v", entry(3), None, now=0.0)
+    assert cache.apply(CacheLease("v", lease, 1.0), now=0.1) == cache.get("v", now=0.1)
 
 
 def test_tombstone_expires_after_its_own_ttl():

@@ -1,15 +1,17 @@
-"""WriteThroughCache: the write-through policy driven on redis-py and SQLAlchemy.
+"""The real caches: the policies of :mod:`wtsim.policies` driven on redis-py and SQLAlchemy.
 
 This module is the *real* driver. The decisions (what to write first, what a
-failure means, when to populate) live in :mod:`wtsim.policies.write_through`;
-here each operation the policy yields is performed on a Redis client (redis-py
-or fakeredis) and a SQLAlchemy ``Session``:
+failure means, when to populate) live in :mod:`wtsim.policies`; here each
+operation a policy yields is performed on a Redis client (redis-py or
+fakeredis) and a SQLAlchemy ``Session``. :class:`PolicyCache` is that driver,
+once; :class:`WriteThroughCache` and :class:`CacheAside` only name their policy.
 
 * a ``DbWrite`` runs the writer and commits; on any failure it rolls back, so
   the session stays usable, and the exception goes back to the policy;
 * a Redis error becomes :class:`~wtsim.ops.CacheUnavailable` (no answer:
   refused, reset, timed out) or :class:`~wtsim.ops.CacheRejected` (an error
-  reply such as OOM), which is all the policy needs to know.
+  reply such as OOM), which is all the policy needs to know;
+* a ``Wait`` (a reader waiting for another's lease) sleeps.
 
 Usage, with the article's signatures::
 
@@ -21,29 +23,35 @@ Usage, with the article's signatures::
 from __future__ import annotations
 
 import logging
+import random as _random
 import time
+import types
+from functools import lru_cache
 from typing import Any, Callable
 
 import redis
 
 from . import scripts
 from .breaker import CircuitBreaker
+from .codec import encode_tombstone
 from .keys import EntityId, entry_key
 from .ops import (
     CacheDelete,
     CacheGet,
+    CacheLease,
     CachePurge,
     CacheRejected,
     CacheSet,
     CacheSetIfNewer,
+    CacheSetLeased,
     CacheTombstone,
     CacheUnavailable,
     DbRead,
     DbWrite,
     Op,
+    Wait,
 )
-from .codec import encode_tombstone
-from .policies import Stepper, drive, write_through
+from .policies import Stepper, cache_aside, drive, write_through
 from .policies.state import CacheState, CacheStats, PolicyConfig
 
 log = logging.getLogger("wtsim.cache")
@@ -51,16 +59,36 @@ log = logging.getLogger("wtsim.cache")
 _UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
-class WriteThroughCache:
-    """Keep Redis in step with the database: write the database first, then the cache.
+_remembered_keys = lru_cache(maxsize=1 << 16, typed=True)(entry_key)
+
+
+def _memoized_key(prefix: str, namespace: str, entity_id: EntityId) -> str:
+    """:func:`~wtsim.keys.entry_key`, remembered: hot keys repeat, and encoding costs a few µs."""
+    try:
+        return _remembered_keys(prefix, namespace, entity_id)
+    except TypeError:  # unhashable or of a wrong type: let entry_key say which argument
+        return entry_key(prefix, namespace, entity_id)
+
+
+class PolicyCache:
+    """A cache in front of the database that runs one pattern's policy; see the subclasses.
 
     ``versioned=True`` reads an integer version from ``serialize(...)[version_field]``
     and makes every cache update a compare-and-set, so an older value never
-    replaces a newer one. ``outage_repair=True`` remembers keys the cache could
-    not be told about and invalidates them when it answers again. ``breaker``
-    is a :class:`CircuitBreaker`, ``True`` for the default one, or ``False`` to
-    call Redis every time (the article's behaviour).
+    replaces a newer one. ``leases=True`` gives a reader that misses a lease:
+    only the holder populates, only while its lease lives, and concurrent
+    readers of the missing key wait up to ``lease_retries`` times ``lease_wait``
+    seconds for it (see :mod:`wtsim.policies.read_through`). ``early_recompute_beta``
+    turns on XFetch's early recompute, drawing from ``random`` (uniform in [0, 1)).
+    ``outage_repair=True`` remembers keys the cache could not be told about and
+    invalidates them when it answers again. ``breaker`` is a :class:`CircuitBreaker`,
+    ``True`` for the default one, or ``False`` to call Redis every time (the
+    article's behaviour). ``clock`` dates entries for early recompute (shared by
+    every app server: wall time) and runs the default breaker.
     """
+
+    policy: types.ModuleType = write_through
+    """The module of generators this class runs (its ``read``, ``write`` and ``invalidate``)."""
 
     def __init__(
         self,
@@ -70,11 +98,17 @@ class WriteThroughCache:
         prefix: str = "wtc",
         versioned: bool = False,
         version_field: str = "version",
+        leases: bool = False,
+        lease_ttl: float = 2.0,
+        lease_wait: float = 0.05,
+        lease_retries: int = 20,
+        early_recompute_beta: float | None = None,
         outage_repair: bool = True,
         breaker: CircuitBreaker | bool = True,
         tombstone_ttl: float = 5.0,
         max_suspects: int = 10_000,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
+        random: Callable[[], float] | None = None,
     ) -> None:
         config = PolicyConfig(
             default_ttl=default_ttl,
@@ -84,18 +118,31 @@ class WriteThroughCache:
             outage_repair=outage_repair,
             tombstone_ttl=tombstone_ttl,
             max_suspects=max_suspects,
+            leases=leases,
+            lease_ttl=lease_ttl,
+            lease_wait=lease_wait,
+            lease_retries=lease_retries,
+            early_recompute_beta=early_recompute_beta,
         )
         entry_key(prefix, "", "")  # validates the prefix
         if breaker is True:
-            breaker = CircuitBreaker(clock=clock)
+            breaker = CircuitBreaker(clock=clock or time.monotonic)
         elif breaker is False or breaker is None:
             breaker = None
         elif not isinstance(breaker, CircuitBreaker):
             raise TypeError("breaker must be a CircuitBreaker, True or False")
         self.redis = redis_client
-        self.state = CacheState(config=config, breaker=breaker)
+        self.state = CacheState(
+            config=config,
+            breaker=breaker,
+            clock=clock or time.time,
+            random=random or _random.Random().random,
+            key_of=_memoized_key,
+        )
         self._set_if_newer = redis_client.register_script(scripts.SET_IF_NEWER)
         self._tombstone = redis_client.register_script(scripts.TOMBSTONE)
+        self._lease = redis_client.register_script(scripts.LEASE)
+        self._set_leased = redis_client.register_script(scripts.SET_LEASED)
         self._perform_cache = {
             CacheGet: self._get,
             CacheSet: self._set,
@@ -103,6 +150,8 @@ class WriteThroughCache:
             CacheDelete: self._delete,
             CacheTombstone: self._tombstones,
             CachePurge: self._purge,
+            CacheLease: self._take_lease,
+            CacheSetLeased: self._populate_leased,
         }
 
     # -- the public API -------------------------------------------------------------------
@@ -136,7 +185,7 @@ class WriteThroughCache:
         ttl: float | None = None,
     ) -> Any:
         """Run ``db_writer(db)``, commit, then update the cache; return the writer's value."""
-        policy = write_through.write(self.state, namespace, entity_id, db_writer, serialize, ttl)
+        policy = self.policy.write(self.state, namespace, entity_id, db_writer, serialize, ttl)
         return drive(policy, lambda op: self.perform(op, db))
 
     def read(
@@ -149,22 +198,22 @@ class WriteThroughCache:
         ttl: float | None = None,
     ) -> dict | None:
         """The entry from the cache, or from ``db_reader(db)`` (then cached); ``None`` if absent."""
-        policy = write_through.read(self.state, namespace, entity_id, db_reader, serialize, ttl)
+        policy = self.policy.read(self.state, namespace, entity_id, db_reader, serialize, ttl)
         return drive(policy, lambda op: self.perform(op, db))
 
     def invalidate(self, namespace: str, entity_id: EntityId, version: int | None = None) -> bool:
         """Remove the entry (a tombstone in versioned mode); ``True`` when Redis confirmed it."""
-        policy = write_through.invalidate(self.state, namespace, entity_id, version)
+        policy = self.policy.invalidate(self.state, namespace, entity_id, version)
         return drive(policy, lambda op: self.perform(op, None))
 
     def step_write(self, db: Any, namespace: str, entity_id: EntityId, db_writer, serialize, ttl=None) -> Stepper:
         """A :class:`Stepper` over :meth:`write`, to interleave it with another call by hand."""
-        policy = write_through.write(self.state, namespace, entity_id, db_writer, serialize, ttl)
+        policy = self.policy.write(self.state, namespace, entity_id, db_writer, serialize, ttl)
         return Stepper(policy, lambda op: self.perform(op, db))
 
     def step_read(self, db: Any, namespace: str, entity_id: EntityId, db_reader, serialize, ttl=None) -> Stepper:
         """A :class:`Stepper` over :meth:`read`, to interleave it with another call by hand."""
-        policy = write_through.read(self.state, namespace, entity_id, db_reader, serialize, ttl)
+        policy = self.policy.read(self.state, namespace, entity_id, db_reader, serialize, ttl)
         return Stepper(policy, lambda op: self.perform(op, db))
 
     # -- the driver -----------------------------------------------------------------------
@@ -183,7 +232,10 @@ class WriteThroughCache:
             return self._db_call(db, op.reader, commit=False)
         if type(op) is DbWrite:
             return self._db_call(db, op.writer, commit=True)
-        raise TypeError(f"WriteThroughCache cannot perform {op!r}")
+        if type(op) is Wait:
+            time.sleep(op.seconds)
+            return None
+        raise TypeError(f"{type(self).__name__} cannot perform {op!r}")
 
     @staticmethod
     def _db_call(db: Any, call: Callable[[Any], Any], commit: bool) -> Any:
@@ -208,6 +260,14 @@ class WriteThroughCache:
     def _set_newer(self, op: CacheSetIfNewer) -> bool:
         ttl = "" if op.ttl_s is None else _ms(op.ttl_s)
         return bool(self._set_if_newer(keys=[op.key], args=[op.payload, op.version, ttl]))
+
+    def _take_lease(self, op: CacheLease) -> bool | bytes:
+        answer = self._lease(keys=[op.key], args=[op.lease, _ms(op.ttl_s)])
+        return True if answer == 1 else answer
+
+    def _populate_leased(self, op: CacheSetLeased) -> bool:
+        ttl = "" if op.ttl_s is None else _ms(op.ttl_s)
+        return bool(self._set_leased(keys=[op.key], args=[op.payload, op.lease, ttl]))
 
     def _delete(self, op: CacheDelete) -> int:
         return self.redis.delete(*op.keys)
@@ -237,7 +297,29 @@ class WriteThroughCache:
 
     def __repr__(self) -> str:
         c = self.state.config
-        return f"<WriteThroughCache prefix={c.prefix!r} versioned={c.versioned} outage_repair={c.outage_repair}>"
+        return (f"<{type(self).__name__} prefix={c.prefix!r} versioned={c.versioned} "
+                f"leases={c.leases} outage_repair={c.outage_repair}>")
+
+
+class WriteThroughCache(PolicyCache):
+    """Keep Redis in step with the database: write the database first, then the cache.
+
+    The policy is :mod:`wtsim.policies.write_through`; the options are
+    :class:`PolicyCache`'s. ``versioned=False, outage_repair=False, breaker=False``
+    is the article's algorithm exactly, races included.
+    """
+
+    policy = write_through
+
+
+class CacheAside(PolicyCache):
+    """The application's usual cache: write the database, then drop the cached copy; readers fill it.
+
+    The policy is :mod:`wtsim.policies.cache_aside`; the options are
+    :class:`PolicyCache`'s.
+    """
+
+    policy = cache_aside
 
 
 def _expiry(ttl_s: float | None) -> dict[str, int]:

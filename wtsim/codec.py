@@ -1,14 +1,19 @@
 """The JSON envelope stored at a cache key. JSON only: never pickle.
 
-An entry is ``{"v": <version or null>, "d": <the serialized row>}``; a tombstone
-is ``{"v": <version or null>, "t": 1}``. The version travels with the value so
-that a compare-and-set at the cache (versioned mode) can refuse an older one.
-Unpickling a cache payload would let whoever can write to Redis run code in
-every app server; JSON cannot.
+An entry is ``{"v": <version or null>, "d": <the serialized row>}``, plus, with
+early recompute on, ``"x"`` (how long the database read took) and ``"e"`` (when
+the entry expires, on the cache's clock); a tombstone is
+``{"v": <version or null>, "t": 1}``; a lease is ``{"l": <token>}``. The version
+travels with the value so that a compare-and-set at the cache (versioned mode)
+can refuse an older one. Unpickling a cache payload would let whoever can write
+to Redis run code in every app server; JSON cannot.
 
 :func:`decode` never raises: bytes that are not one of our envelopes (corrupt,
 truncated, written by another program) decode as :data:`FOREIGN`, which the
 policies treat as a miss and overwrite.
+
+A policy reaches this module through its state (``state.codec``), as it reaches
+the clock: the simulator swaps in a codec that keeps entries decoded.
 """
 
 from __future__ import annotations
@@ -20,44 +25,54 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """A decoded cache payload: a value, or a tombstone when ``tombstone`` is true."""
+    """A decoded cache payload: a value, a tombstone, or another reader's lease."""
 
     data: dict[str, Any] | None
     version: int | None
     tombstone: bool = False
+    lease: str | None = None
+    delta: float | None = None  # seconds the database read took (early recompute)
+    expires_at: float | None = None  # when the entry expires, on the policy's clock (early recompute)
 
 
 FOREIGN = Entry(data=None, version=None)
 """What :func:`decode` answers for anything that is not a wtsim envelope."""
 
+_COMPACT = (",", ":")
 
-def encode(data: dict[str, Any], version: int | None = None) -> str:
+
+def encode(data: dict[str, Any], version: int | None = None, delta: float | None = None,
+           expires_at: float | None = None) -> str:
     """Wrap ``data`` and its version in the envelope; raise TypeError/ValueError if not JSON."""
     if not isinstance(data, dict):
         raise TypeError(f"serialize must return a dict, got {type(data).__name__}")
+    envelope: dict[str, Any] = {"v": version, "d": data}
+    if delta is not None:
+        envelope["x"], envelope["e"] = delta, expires_at
     # allow_nan=False: NaN and Infinity are not JSON, and other readers would reject them.
-    return json.dumps({"v": version, "d": data}, separators=(",", ":"), allow_nan=False)
+    return json.dumps(envelope, separators=_COMPACT, allow_nan=False)
 
 
 def encode_tombstone(version: int | None) -> str:
     """A tombstone envelope for ``version`` (``None``: unknown, refuses every set)."""
-    return json.dumps({"v": version, "t": 1}, separators=(",", ":"))
+    return json.dumps({"v": version, "t": 1}, separators=_COMPACT)
 
 
-def decode(raw: bytes | str | Entry) -> Entry:
-    """Unwrap a payload; answer :data:`FOREIGN` when it is not a well-formed envelope.
+def encode_lease(token: str) -> str:
+    """A lease envelope: ``token``'s holder, and only it, may populate this key."""
+    return json.dumps({"l": token}, separators=_COMPACT)
 
-    An :class:`Entry` passes through unchanged: a driver that keeps entries
-    decoded (the simulator's in-memory cache) spares every hit a JSON parse.
-    """
-    if type(raw) is Entry:
-        return raw
+
+def decode(raw: bytes | str) -> Entry:
+    """Unwrap a payload; answer :data:`FOREIGN` when it is not a well-formed envelope."""
     try:
         obj = json.loads(raw)
     except (ValueError, TypeError):  # UnicodeDecodeError is a ValueError
         return FOREIGN
     if not isinstance(obj, dict):
         return FOREIGN
+    if len(obj) == 1 and type(obj.get("l")) is str:
+        return Entry(data=None, version=None, lease=obj["l"])
     version = obj.get("v")
     if version is not None and (type(version) is not int):
         return FOREIGN
@@ -66,4 +81,11 @@ def decode(raw: bytes | str | Entry) -> Entry:
     data = obj.get("d")
     if not isinstance(data, dict):
         return FOREIGN
-    return Entry(data=data, version=version)
+    delta, expires_at = obj.get("x"), obj.get("e")
+    if not (_is_seconds(delta) and _is_seconds(expires_at)):
+        delta = expires_at = None  # a damaged hint only turns early recompute off for this entry
+    return Entry(data=data, version=version, delta=delta, expires_at=expires_at)
+
+
+def _is_seconds(value: object) -> bool:
+    return type(value) in (int, float)

@@ -20,7 +20,6 @@ namespace, usable in ``SCAN MATCH``.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from urllib.parse import quote, unquote
 
 EntityId = str | int
@@ -41,17 +40,6 @@ def _check(field: str, value: object) -> str:
 
 def entry_key(prefix: str, namespace: str, entity_id: EntityId) -> str:
     """The Redis key that holds the entry for ``(namespace, entity_id)``."""
-    try:
-        return _entry_key(prefix, namespace, entity_id)
-    except TypeError:  # unhashable: let the checks say which argument is wrong
-        _check("prefix", prefix), _check("namespace", namespace), _check("entity_id", entity_id)
-        raise
-
-
-# Encoding is a third of a cache hit's own cost, and hot keys repeat: remember them.
-# typed=True keeps entity_id 1 and True apart (True is rejected, 1 is not).
-@lru_cache(maxsize=1 << 16, typed=True)
-def _entry_key(prefix: str, namespace: str, entity_id: EntityId) -> str:
     return (
         f"{_part(_check('prefix', prefix))}:"
         f"{{{_part(_check('namespace', namespace))}:{_part(_check('entity_id', entity_id))}}}"

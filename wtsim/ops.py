@@ -54,7 +54,7 @@ class CacheSet:
     """
 
     key: str
-    payload: str
+    payload: Any
     ttl_s: float | None
 
 
@@ -67,7 +67,7 @@ class CacheSetIfNewer:
     """
 
     key: str
-    payload: str
+    payload: Any
     version: int
     ttl_s: float | None
 
@@ -104,6 +104,47 @@ class CachePurge:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheLease:
+    """Ask for the lease on a missing entry: store ``lease`` at ``key`` for ``ttl_s`` unless a value is there.
+
+    Performed atomically at the cache (one Lua script). The answer is ``True``
+    when the lease was granted, else the payload at ``key``: a value (a hit
+    after all) or another reader's lease. A tombstone gives way to the lease,
+    since in lease mode only a lease holder may populate.
+    """
+
+    key: str
+    lease: Any
+    ttl_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSetLeased:
+    """Store ``payload`` at ``key`` only if ``lease`` is still there; the answer is ``True`` when stored.
+
+    A write, an invalidation, a flush or a restart replaced or removed the
+    lease in the meantime: then the populate is refused, since what the reader
+    read may already be stale.
+    """
+
+    key: str
+    payload: Any
+    lease: Any
+    ttl_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Let ``seconds`` pass (a reader waiting for another's lease); the answer is ``None``.
+
+    The real driver sleeps; the simulator charges simulated time. A policy
+    never sleeps itself.
+    """
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class DbRead:
     """Run ``reader(db)`` and answer what it returns (``None``: no such row)."""
 
@@ -121,6 +162,6 @@ class DbWrite:
     writer: Callable[[Any], Any]
 
 
-CacheOp = CacheGet | CacheSet | CacheSetIfNewer | CacheDelete | CacheTombstone | CachePurge
+CacheOp = CacheGet | CacheSet | CacheSetIfNewer | CacheDelete | CacheTombstone | CachePurge | CacheLease | CacheSetLeased
 DbOp = DbRead | DbWrite
-Op = CacheOp | DbOp
+Op = CacheOp | DbOp | Wait

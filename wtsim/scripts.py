@@ -1,4 +1,4 @@
-"""The Lua scripts of versioned mode: compare-and-set at the cache, in one round trip.
+"""The Lua scripts: compare-and-set (versioned mode) and leases, each in one round trip.
 
 Redis runs a script atomically, so "read the version that is there, compare,
 write" cannot interleave with another client's write. Both scripts read the
@@ -47,5 +47,34 @@ if ARGV[2] ~= '' then
   end
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1
+"""
+
+# Leases (KEYS[1] the entry key; ARGV[1] the lease envelope; ARGV[2] its TTL in
+# milliseconds). Grant the lease unless a value or a live lease is at the key:
+# a tombstone or a foreign payload gives way, since only a lease holder may
+# populate. Answer 1 (granted), or the payload that is there.
+LEASE = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, env = pcall(cjson.decode, current)
+  if ok and type(env) == 'table' and (type(env['d']) == 'table' or type(env['l']) == 'string') then
+    return current
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# Populate only while our lease is still at the key (KEYS[1]; ARGV[1] the
+# payload; ARGV[2] our lease envelope, compared byte for byte; ARGV[3] the TTL
+# in milliseconds, "" for none). Answer 1 (stored) or 0 (refused).
+SET_LEASED = """
+if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
+if ARGV[3] == '' then
+  redis.call('SET', KEYS[1], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+end
 return 1
 """

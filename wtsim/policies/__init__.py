@@ -17,12 +17,13 @@ import types
 from typing import Any, Callable
 
 from ..ops import Op
-from . import no_cache, write_through
+from . import cache_aside, no_cache, write_through
+from .guarded import Policy
 from .state import CacheState, CacheStats, PolicyConfig, Suspects
-from .write_through import Policy
 
 POLICIES: dict[str, types.ModuleType] = {
     "none": no_cache,
+    "cache-aside": cache_aside,
     "write-through": write_through,
 }
 """Pattern name -> the module whose ``read`` and ``write`` generators implement it."""
@@ -44,26 +45,39 @@ __all__ = [
     "PolicyConfig",
     "Stepper",
     "Suspects",
+    "cache_aside",
     "drive",
     "no_cache",
     "policy_module",
+    "resume",
     "write_through",
 ]
 
 
+def resume(policy: Policy, outcome: Any = None, failure: BaseException | None = None) -> tuple[bool, Any]:
+    """Hand ``policy`` its last op's outcome (or throw in its failure); answer ``(done, value)``.
+
+    ``value`` is the next op the policy asks for, or, when ``done``, what it
+    returned. An exception the policy raises propagates. This is the one
+    send/throw of the package: :func:`drive` and :class:`Stepper` both use it.
+    """
+    try:
+        op = policy.send(outcome) if failure is None else policy.throw(failure)
+    except StopIteration as stop:
+        return True, stop.value
+    return False, op
+
+
 def drive(policy: Policy, perform: Callable[[Op], Any]) -> Any:
     """Run ``policy`` to the end, performing each op with ``perform``; return its value."""
-    result: Any = None
-    error: BaseException | None = None
-    while True:
+    done, value = resume(policy)
+    while not done:
         try:
-            op = policy.send(result) if error is None else policy.throw(error)
-        except StopIteration as stop:
-            return stop.value
-        try:
-            result, error = perform(op), None
+            outcome, failure = perform(value), None
         except Exception as exc:  # the policy decides what a failure means
-            result, error = None, exc
+            outcome, failure = None, exc
+        done, value = resume(policy, outcome, failure)
+    return value
 
 
 class Stepper:
@@ -81,7 +95,7 @@ class Stepper:
         self.done = False
         self.result: Any = None
         self.history: list[tuple[Op, Any]] = []
-        self._advance(lambda: policy.send(None))
+        self._advance(None, None)
 
     def step(self) -> Any:
         """Perform the pending op and run the policy on to its next one; return the op's outcome."""
@@ -92,10 +106,10 @@ class Stepper:
             outcome = self._perform(op)
         except Exception as exc:
             self.history.append((op, exc))
-            self._advance(lambda: self._policy.throw(exc))
+            self._advance(None, exc)
             return exc
         self.history.append((op, outcome))
-        self._advance(lambda: self._policy.send(outcome))
+        self._advance(outcome, None)
         return outcome
 
     def run(self) -> Any:
@@ -104,14 +118,16 @@ class Stepper:
             self.step()
         return self.result
 
-    def _advance(self, resume: Callable[[], Op]) -> None:
+    def _advance(self, outcome: Any, failure: BaseException | None) -> None:
         try:
-            self.pending = resume()
-        except StopIteration as stop:
-            self.pending, self.done, self.result = None, True, stop.value
+            done, value = resume(self._policy, outcome, failure)
         except BaseException:
             self.pending, self.done = None, True
             raise
+        if done:
+            self.pending, self.done, self.result = None, True, value
+        else:
+            self.pending = value
 
     def __repr__(self) -> str:
         state = f"done result={self.result!r}" if self.done else f"pending={self.pending!r}"

@@ -12,7 +12,7 @@ from typing import Any, Callable
 from ..keys import EntityId
 from ..ops import DbRead, DbWrite
 from .state import CacheState
-from .write_through import Policy
+from .guarded import Policy
 
 
 def read(

@@ -3,13 +3,21 @@
 One :class:`CacheState` belongs to one app server: a :class:`wtsim.WriteThroughCache`
 instance in the real world, one simulated app server in :mod:`wtsim.sim`. It
 holds no connection and does no I/O, so the same object works in both worlds.
+What differs between the worlds is injected here, as ``cachetools`` injects its
+timer: the clock, the random source, the key encoding and the payload codec.
 """
 
 from __future__ import annotations
 
+import random
+import time
+import uuid
 from dataclasses import dataclass, field, fields
+from typing import Any, Callable
 
+from .. import codec
 from ..breaker import CircuitBreaker
+from ..keys import EntityId, entry_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,12 +35,24 @@ class PolicyConfig:
     outage_repair: bool = True
     tombstone_ttl: float = 5.0
     max_suspects: int = 10_000
+    leases: bool = False
+    lease_ttl: float = 2.0
+    lease_wait: float = 0.05
+    lease_retries: int = 20
+    early_recompute_beta: float | None = None
 
     def __post_init__(self) -> None:
         if self.default_ttl is not None and not self.default_ttl > 0:
             raise ValueError(f"default_ttl must be > 0 seconds or None, got {self.default_ttl!r}")
-        if not self.tombstone_ttl > 0:
-            raise ValueError(f"tombstone_ttl must be > 0 seconds, got {self.tombstone_ttl!r}")
+        for name in ("tombstone_ttl", "lease_ttl", "lease_wait"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ValueError(f"{name} must be > 0 seconds, got {value!r}")
+        if isinstance(self.lease_retries, bool) or not isinstance(self.lease_retries, int) or self.lease_retries < 0:
+            raise ValueError(f"lease_retries must be an integer >= 0, got {self.lease_retries!r}")
+        beta = self.early_recompute_beta
+        if beta is not None and (isinstance(beta, bool) or not isinstance(beta, (int, float)) or not beta > 0):
+            raise ValueError(f"early_recompute_beta must be a number > 0, or None for off; got {beta!r}")
         if not isinstance(self.max_suspects, int) or self.max_suspects < 1:
             raise ValueError(f"max_suspects must be an integer >= 1, got {self.max_suspects!r}")
         if not isinstance(self.version_field, str) or not self.version_field:
@@ -56,6 +76,10 @@ class CacheStats:
     refused_older: int = 0
     suspects_repaired: int = 0
     namespaces_purged: int = 0
+    leases_granted: int = 0
+    lease_waits: int = 0
+    lease_refused: int = 0
+    early_recomputes: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counters as a plain dict, in declaration order."""
@@ -104,14 +128,37 @@ class Suspects:
 
 @dataclass(slots=True)
 class CacheState:
-    """Everything one app server's policy remembers. No I/O, no connection."""
+    """Everything one app server's policy remembers, and the few things it is given. No I/O.
+
+    ``clock`` (seconds, shared by all app servers: it dates entries for early
+    recompute) and ``random`` (uniform in [0, 1)) are injected, so the simulator
+    runs the policy on simulated time and a seeded stream. ``key_of`` encodes
+    keys (:func:`wtsim.keys.entry_key`; a driver may memoize it) and ``codec``
+    wraps values (:mod:`wtsim.codec`; the simulator keeps entries decoded).
+    ``lease_owner`` names this app server in the lease tokens it takes.
+    """
 
     config: PolicyConfig = field(default_factory=PolicyConfig)
     breaker: CircuitBreaker | None = field(default_factory=CircuitBreaker)
     stats: CacheStats = field(default_factory=CacheStats)
     suspects: Suspects | None = None
     repairing: bool = False
+    clock: Callable[[], float] = time.time
+    random: Callable[[], float] = field(default_factory=lambda: random.Random().random)
+    key_of: Callable[[str, str, EntityId], str] = entry_key
+    codec: Any = codec
+    lease_owner: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    leases_taken: int = 0
 
     def __post_init__(self) -> None:
         if self.suspects is None:
             self.suspects = Suspects(limit=self.config.max_suspects)
+
+    def key(self, namespace: str, entity_id: EntityId) -> str:
+        """The cache key of ``(namespace, entity_id)`` under this state's prefix."""
+        return self.key_of(self.config.prefix, namespace, entity_id)
+
+    def new_lease(self) -> str:
+        """A lease token no other request of any app server holds."""
+        self.leases_taken += 1
+        return f"{self.lease_owner}-{self.leases_taken}"

@@ -47,15 +47,18 @@ from ..ops import (
     CacheDelete,
     CacheError,
     CacheGet,
+    CacheLease,
     CachePurge,
     CacheRejected,
     CacheSet,
     CacheSetIfNewer,
+    CacheSetLeased,
     CacheTombstone,
     CacheUnavailable,
     DbRead,
     DbWrite,
     Op,
+    Wait,
 )
 from ..policies import CacheState, Policy
 from .faults import HUNG, REJECTED, UNREACHABLE, FaultModel
@@ -168,8 +171,11 @@ class AppServer:
             CacheDelete: cache_op,
             CacheTombstone: cache_op,
             CachePurge: cache_op,
+            CacheLease: cache_op,
+            CacheSetLeased: cache_op,
             DbRead: self._db_read,
             DbWrite: self._db_write,
+            Wait: self._wait,
         }
 
     def perform(self, op: Op) -> SimGenerator:
@@ -216,6 +222,9 @@ class AppServer:
         if outcome is REJECTED:
             raise CacheRejected("OOM command not allowed when used memory > 'maxmemory'")
         return answer[0]
+
+    def _wait(self, op: Wait) -> SimGenerator:
+        yield self.env.timeout(op.seconds)
 
     # -- the database ------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ is about to perform, *at the moment the op is sent*, and charges the answer:
     comes back empty.
 ``cache-set-fail``
     Like Redis at ``maxmemory``: each op that stores data (``SET``, the
-    compare-and-set, a tombstone) is refused with ``CacheRejected`` after a
+    compare-and-set, a tombstone, a lease or a leased populate) is refused with ``CacheRejected`` after a
     full round trip, with the given probability. Reads and deletes still work.
 ``cache-slow``
     The round trip takes ``factor`` times longer. When the answer would come
@@ -48,7 +48,7 @@ from typing import Iterable
 
 import numpy as np
 
-from ..ops import CacheSet, CacheSetIfNewer, CacheTombstone
+from ..ops import CacheLease, CacheSet, CacheSetIfNewer, CacheSetLeased, CacheTombstone
 
 CACHE_DOWN = "cache-down"
 CACHE_HANG = "cache-hang"
@@ -66,7 +66,7 @@ UNREACHABLE = "unreachable"  # never reaches the cache; fails after the connect 
 HUNG = "hung"  # reaches a cache that never answers; fails after the socket timeout
 REJECTED = "rejected"  # the cache answers with an error after the round trip
 
-_STORES = (CacheSet, CacheSetIfNewer, CacheTombstone)
+_STORES = (CacheSet, CacheSetIfNewer, CacheTombstone, CacheLease, CacheSetLeased)
 _GLOBAL_KINDS = (CACHE_FLUSH,)  # the cache itself, not anyone's view of it
 
 

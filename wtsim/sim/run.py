@@ -2,11 +2,13 @@
 
 How a run goes:
 
-1. Five random streams are spawned from ``Scenario.seed`` (arrival times, keys,
-   app servers, service times, fault coins): the same seed gives the same run,
-   and changing one part of a scenario does not reshuffle the others' draws.
+1. Six random streams are spawned from ``Scenario.seed`` (arrival times, keys,
+   app servers, service times, fault coins, the policies' draws for early
+   recompute): the same seed gives the same run, and changing one part of a
+   scenario does not reshuffle the others' draws.
 2. The :class:`~wtsim.sim.world.World` starts with every row at version 1, and,
-   with ``prefill``, a warm cache.
+   with ``prefill``, a warm cache: the policy's own read of each key, run at
+   t = 0 in zero time.
 3. Each arrival becomes a SimPy process on one app server, which runs the
    policy's generator (:data:`wtsim.policies.POLICIES`) through
    :func:`~wtsim.sim.driver.run_policy`: the library's own policy code.
@@ -20,20 +22,22 @@ cache keys are the library's real keys (``wtc:{items:42}``).
 from __future__ import annotations
 
 import logging
+from functools import lru_cache
+
 import numpy as np
 import simpy
 
-from .. import codec
 from ..breaker import CircuitBreaker
 from ..keys import entry_key
-from ..policies import CacheState, CacheStats, PolicyConfig
+from ..ops import DbRead, Wait
+from ..policies import CacheState, CacheStats, PolicyConfig, drive
 from .driver import AppServer, ServiceTimes, Tally, run_policy
 from .faults import FaultModel
 from .metrics import Recorder, Result
 from ..policies import POLICIES
 from .scenario import Scenario
 from .workload import WRITE, Workload
-from .world import DatabaseUnavailable, Row, World
+from .world import DatabaseUnavailable, DecodedCodec, Row, World
 
 log = logging.getLogger("wtsim.sim.run")
 
@@ -49,15 +53,20 @@ def _serialize(row: Row) -> dict:
     return row  # the simulated rows are already plain, JSON-safe dicts
 
 
+_simulated_key = lru_cache(maxsize=1 << 16)(entry_key)
+"""Keys repeat in a simulation (Zipf): remember their encoding, as the real cache does."""
+
+
 class Simulation:
     """The SimPy environment of one run, with everything in it. Use :func:`run`."""
 
     def __init__(self, scenario: Scenario) -> None:
         s = self.scenario = scenario
         self.env = env = simpy.Environment()
-        arrivals, keys, servers, service, coins = (
-            np.random.default_rng(seq) for seq in np.random.SeedSequence(s.seed).spawn(5)
+        arrivals, keys, servers, service, coins, draws = (
+            np.random.default_rng(seq) for seq in np.random.SeedSequence(s.seed).spawn(6)
         )
+        self._draws = draws.random
         self.world = World(s.n_keys, s.cache_capacity, clock=lambda: env.now)
         self.workload = Workload(
             duration_s=s.duration_s, read_rate=s.read_rate, write_rate=s.write_rate, n_keys=s.n_keys,
@@ -68,7 +77,7 @@ class Simulation:
         self.recorder = Recorder(s.duration_s, s.warmup_s)
         self.scripted: list[dict] = []  # what each scripted request did, for Result.scripted
         self.policy = POLICIES[s.policy]
-        config = PolicyConfig(
+        config = self.config = PolicyConfig(
             default_ttl=s.ttl_s,
             versioned=s.versioned,
             outage_repair=s.outage_repair,
@@ -78,7 +87,7 @@ class Simulation:
         service_times = ServiceTimes(service, deterministic=s.service == "deterministic")
         self.servers = [
             AppServer(
-                i, env, self.world, pool, CacheState(config=config, breaker=self._breaker()),
+                i, env, self.world, pool, self._state(f"server-{i}", self._breaker()),
                 cache_rtt_s=s.cache_rtt_s,
                 cache_timeout_s=s.cache_timeout_s,
                 cache_connect_timeout_s=(
@@ -92,8 +101,8 @@ class Simulation:
             )
             for i in range(s.app_servers)
         ]
-        if s.prefill and s.policy != "none":
-            self._prefill(config)
+        if s.prefill:
+            self._prefill()
 
     def _breaker(self) -> CircuitBreaker | None:
         s, env = self.scenario, self.env
@@ -101,14 +110,33 @@ class Simulation:
             return None
         return CircuitBreaker(s.breaker_threshold, s.breaker_cooldown_s, clock=lambda: env.now)
 
-    def _prefill(self, config: PolicyConfig) -> None:
-        """Cache every key as the policy would have at t = 0 (the most popular ones, if it is small)."""
-        s, cache = self.scenario, self.world.cache
+    def _state(self, owner: str, breaker: CircuitBreaker | None) -> CacheState:
+        """One app server's policy state, on the simulated clock and the run's own random stream."""
+        env = self.env
+        return CacheState(
+            config=self.config, breaker=breaker, clock=lambda: env.now, random=self._draws,
+            key_of=_simulated_key, codec=DecodedCodec, lease_owner=owner,
+        )
+
+    def _prefill(self) -> None:
+        """Warm the cache as the policy itself would: its read of every key, at t = 0, in zero time.
+
+        The most popular key is read last, so it is the most recently used; with a
+        small capacity, the most popular keys are the ones that stay.
+        """
+        s, world = self.scenario, self.world
         count = s.n_keys if s.cache_capacity is None else min(s.n_keys, s.cache_capacity)
-        for key in range(count, 0, -1):  # the most popular key ends up the most recently used
-            row = self.world.db.row(key)
-            payload = codec.encode(row, row["version"] if config.versioned else None)
-            cache.set(entry_key(config.prefix, NAMESPACE, key), payload, s.ttl_s, 0.0)
+        state = self._state("prefill", breaker=None)  # its counters are not the run's
+
+        def perform(op):
+            if type(op) is DbRead:
+                return op.reader(world.db)
+            if type(op) is Wait:
+                return None
+            return world.cache.apply(op, 0.0)
+
+        for key in range(count, 0, -1):
+            drive(self.policy.read(state, NAMESPACE, key, lambda table, k=key: table.row(k), _serialize), perform)
 
     # -- processes -------------------------------------------------------------------------------
 

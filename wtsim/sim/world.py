@@ -17,10 +17,13 @@ value a reader got back whether it was stale and for how long
 * With a ``capacity``, the least recently used entry is evicted when a store
   would exceed it. Every lookup of a key (a ``GET``, or the ``GET`` inside a
   compare-and-set) makes it the most recently used.
-* :class:`~wtsim.ops.CacheSetIfNewer` and :class:`~wtsim.ops.CacheTombstone`
-  do exactly what the Lua scripts of :mod:`wtsim.scripts` do. The payloads in
-  this cache are always :mod:`wtsim.codec` envelopes, decoded with
-  :func:`wtsim.codec.decode`.
+* :class:`~wtsim.ops.CacheSetIfNewer`, :class:`~wtsim.ops.CacheTombstone`,
+  :class:`~wtsim.ops.CacheLease` and :class:`~wtsim.ops.CacheSetLeased` do
+  exactly what the Lua scripts of :mod:`wtsim.scripts` do.
+* Payloads are kept as decoded :class:`wtsim.codec.Entry` objects: the
+  simulated app servers use :class:`DecodedCodec`, which "encodes" a value as
+  its Entry, so a hit costs no JSON parse. A JSON payload (a test's, say) is
+  decoded once, when stored. Same results as storing the JSON, only faster.
 
 Nothing here knows about time passing: the driver applies each op at the
 simulated instant it takes effect and passes that instant in as ``now``.
@@ -32,8 +35,20 @@ import math
 from collections import OrderedDict
 from typing import Callable
 
+from typing import Any
+
 from .. import codec
-from ..ops import CacheDelete, CacheGet, CachePurge, CacheSet, CacheSetIfNewer, CacheTombstone
+from ..codec import Entry
+from ..ops import (
+    CacheDelete,
+    CacheGet,
+    CacheLease,
+    CachePurge,
+    CacheSet,
+    CacheSetIfNewer,
+    CacheSetLeased,
+    CacheTombstone,
+)
 
 Row = dict
 
@@ -78,13 +93,32 @@ class SimDB:
         return at - self.committed_at(key, version + 1)
 
 
-class SimCache:
-    """An in-memory Redis: payloads with TTLs, LRU capacity, and the Lua scripts' semantics.
+class DecodedCodec:
+    """The payload codec of simulated app servers: a value is kept as its :class:`~wtsim.codec.Entry`.
 
-    Payloads are decoded once, when stored, and kept as :class:`wtsim.codec.Entry`;
-    a ``GET`` answers the entry, which :func:`wtsim.codec.decode` passes through.
-    Same result as storing the JSON, without a parse on every hit.
+    It stands in for :mod:`wtsim.codec` in each app server's
+    :class:`~wtsim.policies.CacheState`, with the same four names, so the
+    policies run unchanged and a simulated hit skips ``json.loads``.
     """
+
+    FOREIGN = codec.FOREIGN
+
+    @staticmethod
+    def encode(data: dict, version: int | None = None, delta: float | None = None,
+               expires_at: float | None = None) -> Entry:
+        return Entry(data=data, version=version, delta=delta, expires_at=expires_at)
+
+    @staticmethod
+    def encode_lease(token: str) -> Entry:
+        return Entry(data=None, version=None, lease=token)
+
+    @staticmethod
+    def decode(raw: Any) -> Entry:
+        return raw if type(raw) is Entry else codec.decode(raw)
+
+
+class SimCache:
+    """An in-memory Redis: payloads with TTLs, LRU capacity, and the Lua scripts' semantics."""
 
     def __init__(self, capacity: int | None = None) -> None:
         self.capacity = capacity
@@ -96,6 +130,8 @@ class SimCache:
             CacheDelete: lambda op, now: self.delete(op.keys, now),
             CacheTombstone: lambda op, now: self.tombstone(op.entries, op.ttl_s, now),
             CachePurge: lambda op, now: self.purge(op.key_prefix),
+            CacheLease: lambda op, now: self.lease(op.key, op.lease, op.ttl_s, now),
+            CacheSetLeased: lambda op, now: self.set_leased(op.key, op.payload, op.lease, op.ttl_s, now),
         }
 
     def apply(self, op: object, now: float) -> object:
@@ -116,10 +152,10 @@ class SimCache:
             self.data.move_to_end(key)
         return entry[0]
 
-    def set(self, key: str, payload: str, ttl_s: float | None, now: float) -> None:
+    def set(self, key: str, payload: Entry | str, ttl_s: float | None, now: float) -> None:
         """``SET key payload [PX ttl]``, evicting the least recently used entry when full."""
         data = self.data
-        data[key] = (codec.decode(payload), math.inf if ttl_s is None else now + ttl_s)
+        data[key] = (DecodedCodec.decode(payload), math.inf if ttl_s is None else now + ttl_s)
         if self.capacity is not None:
             data.move_to_end(key)
             while len(data) > self.capacity:
@@ -146,7 +182,7 @@ class SimCache:
 
     # -- the Lua scripts of wtsim.scripts -------------------------------------------------------
 
-    def set_if_newer(self, key: str, payload: str, version: int, ttl_s: float | None, now: float) -> bool:
+    def set_if_newer(self, key: str, payload: Entry | str, version: int, ttl_s: float | None, now: float) -> bool:
         """``SET_IF_NEWER``: store unless a newer entry, or a tombstone of unknown version, is there."""
         entry = self.get(key, now)
         if entry is not None:
@@ -167,7 +203,23 @@ class SimCache:
                         continue
                     if entry.version is not None and entry.version >= version:
                         continue
-            self.set(key, codec.encode_tombstone(version), ttl_s, now)
+            self.set(key, Entry(data=None, version=version, tombstone=True), ttl_s, now)
+
+    def lease(self, key: str, lease: Entry | str, ttl_s: float, now: float) -> bool | Entry:
+        """``LEASE``: store ``lease`` unless a value or a live lease is there; ``True``, or what is there."""
+        entry = self.get(key, now)
+        if entry is not None and (entry.data is not None or entry.lease is not None):
+            return entry
+        self.set(key, lease, ttl_s, now)
+        return True
+
+    def set_leased(self, key: str, payload: Entry | str, lease: Entry | str, ttl_s: float | None,
+                   now: float) -> bool:
+        """``SET_LEASED``: store ``payload`` only while ``lease`` is still at ``key``."""
+        if self.get(key, now) != DecodedCodec.decode(lease):
+            return False
+        self.set(key, payload, ttl_s, now)
+        return True
 
     def __len__(self) -> int:
         return len(self.data)
