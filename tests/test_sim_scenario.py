@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
+
 import pytest
 
 from wtsim.sim import Burst, Fault, Request, Scenario, load_scenario, parse_override, run, scenario_names
-from wtsim.sim.scenario import FIELD_NAMES, SCENARIO_DIR
+from wtsim.sim.commands import parse_vary
+from wtsim.sim.scenario import FIELD_NAMES, FIELD_SPECS, SCENARIO_DIR
+from wtsim.sim.spec import Spec, number
 
 
 @pytest.mark.parametrize(
@@ -212,3 +217,93 @@ def test_policy_none_is_a_policy_too():
     assert result.hits == 0 and result.misses == result.reads > 0
     assert result.db_reads == result.reads and result.db_writes == result.writes
     assert result.stale_reads == 0
+
+
+# -- the declarations drive everything ------------------------------------------------------------
+
+_KIND_TYPES = {"number": float, "integer": int, "flag": bool, "text": str, "choice": str}
+
+
+@pytest.mark.parametrize("name", FIELD_NAMES)
+def test_every_field_is_declared_with_a_doc_that_agrees_with_its_annotation(name):
+    """Each field carries a Spec with a one-line doc; its kind and nullability match the type hint."""
+    spec = FIELD_SPECS[name]
+    assert isinstance(spec, Spec)
+    assert spec.doc and "\n" not in spec.doc
+    hint = typing.get_type_hints(Scenario)[name]
+    args = set(typing.get_args(hint)) or {hint}
+    assert spec.nullable == (type(None) in args), "None allowed exactly where the hint says | None"
+    assert spec.nullable == bool(spec.none), "a nullable field says what None means"
+    if spec.kind == "items":
+        assert typing.get_origin(hint) is tuple and typing.get_args(hint)[0] is spec.cls
+    else:
+        assert args - {type(None)} == {_KIND_TYPES[spec.kind]}
+    assert spec.check(name, getattr(Scenario(), name)) == getattr(Scenario(), name), "the default passes"
+
+
+@pytest.mark.parametrize("name", [name for name, spec in FIELD_SPECS.items() if spec.nullable])
+def test_nullable_fields_take_none_in_toml_set_and_vary(name, tmp_path):
+    """Every field declared with a meaning for None reads "none" from TOML, --set and --vary."""
+    path = tmp_path / "nulls.toml"
+    path.write_text(f'{name} = "none"\n')
+    assert getattr(Scenario.from_toml(path), name) is None
+    assert parse_override(f"{name}=none") == (name, None)
+    assert parse_vary(f"{name}=none,NULL") == (name, [None, None])
+
+
+def test_none_is_refused_where_the_declaration_gives_it_no_meaning(tmp_path):
+    """A field without a meaning for None keeps "none" as a string, and its check refuses it."""
+    path = tmp_path / "nulls.toml"
+    path.write_text('n_keys = "none"\n')
+    with pytest.raises(ValueError, match=r"^n_keys must be an integer >= 1, got 'none'$"):
+        Scenario.from_toml(path)
+    with pytest.raises(ValueError, match="^duration_s must be a number > 0 s, got None$"):
+        Scenario(duration_s=None)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"ttl_s": 0}, "ttl_s must be a number > 0 s or None, got 0"),
+        ({"read_rate": -1}, "read_rate must be a number >= 0 per second, got -1"),
+        ({"zipf_alpha": -0.5}, "zipf_alpha must be a number >= 0, got -0.5"),
+        ({"cache_capacity": 0.0}, "cache_capacity must be an integer >= 1 or None, got 0"),
+        ({"service": "uniform"}, "service must be one of 'exponential', 'deterministic'; got 'uniform'"),
+        ({"policy": "write-around"}, "policy must be one of 'none', 'write-through'; got 'write-around'"),
+        ({"faults": 3}, "faults must be a list of Fault (or of tables), got 3"),
+    ],
+)
+def test_error_messages_say_the_declared_range_and_unit(changes, message):
+    """The whole message comes from the declaration: the bound, strict or not, the unit, "or None"."""
+    with pytest.raises(ValueError) as info:
+        Scenario(**changes)
+    assert str(info.value) == message
+    (name,) = changes
+    spec = FIELD_SPECS[name]
+    if spec.kind in ("number", "integer"):
+        assert f"{name} must be {spec.allowed}, got" in message
+
+
+def test_only_lists_of_tables_cannot_be_varied():
+    """--vary asks each declaration; the item lists say no, every other field yields its values."""
+    fixed = sorted(name for name, spec in FIELD_SPECS.items() if not spec.varies)
+    assert fixed == ["bursts", "faults", "requests"]
+    for name in fixed:
+        with pytest.raises(ValueError, match=f"--vary cannot vary {name}"):
+            parse_vary(f"{name}=[]")
+    assert parse_vary("seed=1,2") == ("seed", [1, 2])
+
+
+def test_a_new_declaration_is_checked_with_no_other_edit():
+    """A field added by one declaration (here in a subclass) is checked, parsed and read by its Spec."""
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class Longer(Scenario):
+        drain_s: float | None = number(2.0, "extra time for requests in flight", strict=True, none="no limit")
+
+    assert Longer(drain_s=3).drain_s == 3.0 and Longer(drain_s=None).drain_s is None
+    with pytest.raises(ValueError, match=r"^drain_s must be a number > 0 s or None, got 0$"):
+        Longer(drain_s=0)
+    spec = dataclasses.fields(Longer)[-1].metadata["spec"]
+    assert spec.parse("drain_s", "none") is None and spec.parse("drain_s", "1.5") == 1.5
+    assert spec.load("None") is None

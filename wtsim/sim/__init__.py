@@ -14,9 +14,10 @@ in-memory world that doubles as the consistency oracle::
     outage = Scenario(versioned=False, outage_repair=False,
                       faults=(Fault("cache-down", start_s=3, end_s=5),))
 
-Modules: :mod:`~wtsim.sim.scenario` (what to simulate), :mod:`~wtsim.sim.workload`
-(arrivals and keys), :mod:`~wtsim.sim.faults`, :mod:`~wtsim.sim.world` (the
-table, the cache, the oracle), :mod:`~wtsim.sim.driver` (ops in SimPy time),
+Modules: :mod:`~wtsim.sim.scenario` (what to simulate), :mod:`~wtsim.sim.spec`
+(how a scenario field is declared), :mod:`~wtsim.sim.workload` (arrivals and
+keys), :mod:`~wtsim.sim.faults`, :mod:`~wtsim.sim.world` (the table, the
+cache, the oracle), :mod:`~wtsim.sim.driver` (ops in SimPy time),
 :mod:`~wtsim.sim.metrics` (the Result), :mod:`~wtsim.sim.run`,
 :mod:`~wtsim.sim.sweep` (many runs, in parallel), :mod:`~wtsim.sim.bench`.
 """

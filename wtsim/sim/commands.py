@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 from .metrics import Result
 from .run import run
-from .scenario import FIELD_NAMES, Scenario, convert, load_scenario, scenario_names
+from .scenario import FIELD_NAMES, FIELD_SPECS, Scenario, convert, load_scenario, scenario_names
 from .sweep import sweep
 
 
@@ -105,7 +105,7 @@ def parse_vary(text: str) -> tuple[str, list[Any]]:
         raise ValueError(f"--vary expects field=v1,v2,..., got {text!r}")
     if name not in FIELD_NAMES:
         raise ValueError(f"unknown field {name!r} in --vary; allowed fields: {', '.join(FIELD_NAMES)}")
-    if name in ("faults", "bursts", "requests"):
+    if not FIELD_SPECS[name].varies:
         raise ValueError(f"--vary cannot vary {name}; make one scenario file per variant")
     return name, [convert(name, value.strip()) for value in raw.split(",")]
 

@@ -8,13 +8,20 @@ scenario *is* a result: run it twice, get the same numbers.
 
 Rules of this module:
 
-* Every field is checked when the scenario is built. A bad value raises
-  ``ValueError`` naming the field and the allowed range; an unknown field
-  (in TOML or ``--set``) lists the fields there are.
+* Each field is declared once, with a helper of :mod:`wtsim.sim.spec`
+  (``number``, ``integer``, ``flag``, ``text``, ``choice``, ``items``): its
+  type, range, unit, what ``None`` means and a one-line doc. That declaration
+  checks the value when the scenario is built, reads TOML and ``--set``/``--vary``
+  strings, and words the errors: a bad value raises ``ValueError`` naming the
+  field and the allowed range. Adding a field is one declaration;
+  :data:`FIELD_SPECS` maps each name to its declaration.
+* An unknown field (in TOML or ``--set``) lists the fields there are.
 * Times are seconds, rates are per second, sizes are counts of keys.
-* ``None`` means "no limit" (``ttl_s``, ``cache_capacity``) or "until the end"
-  (a fault's ``end_s``). TOML has no null: leave the field out, or write
-  ``"none"``.
+* ``None`` is allowed only where the declaration says what it means (``ttl_s``:
+  no expiry, ``cache_capacity``: unlimited; a fault's ``end_s``: until the end).
+  TOML has no null: leave the field out, or write ``"none"``.
+* Checks across fields (``warmup_s < duration_s``, faults and scripted requests
+  that fit the run) are in :meth:`Scenario.__post_init__`.
 * The policy is named, and :data:`wtsim.policies.POLICIES` maps the name to the
   module of generators that implements it; the simulator runs those
   generators, the very code of the library.
@@ -23,11 +30,8 @@ Rules of this module:
 from __future__ import annotations
 
 import dataclasses
-import math
 import tomllib
-import types
-import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -35,6 +39,7 @@ from typing import Any, Iterable, Mapping
 
 from ..policies import policy_module
 from .faults import Fault
+from .spec import Spec, choice, flag, integer, items, number, text
 from .workload import Burst, Request
 
 
@@ -48,45 +53,46 @@ SCENARIO_DIR: Traversable = files("wtsim.data") / "scenarios"
 class Scenario:
     """A simulation run: workload, policy, cache, database and faults. Seconds and per-second."""
 
-    name: str = "custom"
-    duration_s: float = 10.0  # simulated time; arrivals stop here, requests in flight finish
-    warmup_s: float = 1.0  # requests arriving in [0, warmup_s) are left out of the totals
-    seed: int = 0  # every random stream is spawned from it: same seed, same result
+    name: str = text("custom", "what the run is called; from_toml defaults it to the file's stem")
+    duration_s: float = number(10.0, "simulated time; arrivals stop here, requests in flight finish", strict=True)
+    warmup_s: float = number(1.0, "requests arriving in [0, warmup_s) are left out of the totals")
+    seed: int = integer(0, "every random stream is spawned from it: same seed, same result")
     # -- workload
-    read_rate: float = 1000.0  # Poisson arrivals per second, over all app servers
-    write_rate: float = 10.0
-    n_keys: int = 1000  # keys 1 .. n_keys, every one a row at version 1 from the start
-    zipf_alpha: float = 1.0  # P(key k) ∝ k**-alpha, for reads and writes; 0 is uniform
-    app_servers: int = 1  # each with its own breaker, repair memory and counters
-    bursts: tuple[Burst, ...] = ()  # windows that multiply the rates
-    requests: tuple[Request, ...] = ()  # scripted requests, on top of the Poisson ones
+    read_rate: float = number(1000.0, "Poisson read arrivals, over all app servers", unit="per second")
+    write_rate: float = number(10.0, "Poisson write arrivals, over all app servers", unit="per second")
+    n_keys: int = integer(1000, "keys 1 .. n_keys, every one a row at version 1 from the start", minimum=1)
+    zipf_alpha: float = number(1.0, "P(key k) ∝ k**-alpha, for reads and writes; 0 is uniform", unit="")
+    app_servers: int = integer(1, "each with its own breaker, repair memory and counters", minimum=1)
+    bursts: tuple[Burst, ...] = items(Burst, "windows that multiply the rates")
+    requests: tuple[Request, ...] = items(Request, "scripted requests, on top of the Poisson ones")
     # -- policy
-    policy: str = "write-through"  # a name in POLICIES
-    versioned: bool = False  # compare-and-set on the row's version (False: the article's SET)
-    outage_repair: bool = True  # invalidate keys written while the cache was unreachable
-    breaker: bool = True  # a circuit breaker per app server, on the simulated clock
-    breaker_threshold: int = 3  # consecutive failures that open it
-    breaker_cooldown_s: float = 5.0  # how long it stays open before one probe
-    tombstone_ttl_s: float = 5.0  # how long an invalidation refuses older sets (versioned)
+    policy: str = choice("write-through", policy_module, "a pattern name in wtsim.policies.POLICIES")
+    versioned: bool = flag(False, "compare-and-set on the row's version (false: the article's SET)")
+    outage_repair: bool = flag(True, "invalidate keys written while the cache was unreachable")
+    breaker: bool = flag(True, "a circuit breaker per app server, on the simulated clock")
+    breaker_threshold: int = integer(3, "consecutive failures that open the breaker", minimum=1)
+    breaker_cooldown_s: float = number(5.0, "how long the breaker stays open before one probe", strict=True)
+    tombstone_ttl_s: float = number(5.0, "how long an invalidation refuses older sets (versioned)", strict=True)
     # -- cache
-    ttl_s: float | None = None  # set on write and populate, not renewed by hits; None: no expiry
-    cache_capacity: int | None = None  # in keys, LRU eviction; None: unlimited
-    prefill: bool = False  # start with every key cached (the most popular ones if it is small)
-    cache_rtt_s: float = 0.0005  # one round trip to the cache
-    cache_timeout_s: float = 0.25  # what an op costs when the cache does not answer
-    cache_connect_timeout_s: float | None = None  # ... when it is unreachable; None: cache_timeout_s
+    ttl_s: float | None = number(None, "set on write and populate, not renewed by hits",
+                                 strict=True, none="no expiry")
+    cache_capacity: int | None = integer(None, "in keys, LRU eviction", minimum=1, none="unlimited")
+    prefill: bool = flag(False, "start with every key cached (the most popular ones if it is small)")
+    cache_rtt_s: float = number(0.0005, "one round trip to the cache")
+    cache_timeout_s: float = number(0.25, "what an op costs when the cache does not answer", strict=True)
+    cache_connect_timeout_s: float | None = number(None, "what an op costs when the cache is unreachable",
+                                                   strict=True, none="the same as cache_timeout_s")
     # -- database
-    db_read_s: float = 0.002  # mean service time of a read
-    db_write_s: float = 0.005  # mean service time of a write (with its commit)
-    db_connections: int = 20  # the pool: more concurrent queries wait for a connection
-    service: str = "exponential"  # service time distribution, or "deterministic" (exactly the mean)
+    db_read_s: float = number(0.002, "mean service time of a read")
+    db_write_s: float = number(0.005, "mean service time of a write (with its commit)")
+    db_connections: int = integer(20, "the pool: more concurrent queries wait for a connection", minimum=1)
+    service: str = choice("exponential", SERVICE_KINDS, "service time distribution; deterministic: exactly the mean")
     # -- faults
-    faults: tuple[Fault, ...] = field(default=())
+    faults: tuple[Fault, ...] = items(Fault, "windows in which the cache or the database fails, hangs or slows")
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = _check_field(f.name, getattr(self, f.name))
-            object.__setattr__(self, f.name, value)  # normalised: ints as floats, lists as tuples
+        for f in fields(self):  # each by its declaration; normalised: ints as floats, lists as tuples
+            object.__setattr__(self, f.name, f.metadata["spec"].check(f.name, getattr(self, f.name)))
         if self.warmup_s >= self.duration_s:
             raise ValueError(f"warmup_s must be < duration_s ({self.duration_s}), got {self.warmup_s}")
         for i, fault in enumerate(self.faults):
@@ -121,11 +127,7 @@ class Scenario:
     def from_dict(cls, data: Mapping[str, Any], source: str = "scenario") -> Scenario:
         """Build a scenario from plain data (TOML tables, JSON), checking every name."""
         _check_names(data, source)
-        values = dict(data)
-        for name in ("ttl_s", "cache_capacity", "cache_connect_timeout_s"):
-            if isinstance(values.get(name), str) and values[name].lower() == "none":
-                values[name] = None
-        return cls(**values)
+        return cls(**{name: FIELD_SPECS[name].load(value) for name, value in data.items()})
 
     @classmethod
     def from_toml(cls, path: str | Path | Traversable) -> Scenario:
@@ -179,19 +181,13 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
 
 # -- field=value overrides -----------------------------------------------------------------------
 
-FIELD_NAMES = tuple(f.name for f in fields(Scenario))
-_HINTS = typing.get_type_hints(Scenario)
-_TRUE = ("true", "yes", "on", "1")
-_FALSE = ("false", "no", "off", "0")
+FIELD_SPECS: dict[str, Spec] = {f.name: f.metadata["spec"] for f in fields(Scenario)}
+"""Field name -> its declaration, in field order."""
+FIELD_NAMES = tuple(FIELD_SPECS)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """``"ttl_s=30"`` -> ``("ttl_s", 30.0)``: the value converted to the field's type.
-
-    ``none`` is ``None`` for the fields that allow it; booleans are
-    ``true/false/yes/no/on/off/1/0``; tuple fields (``faults``, ``bursts``,
-    ``requests``) take a TOML inline array of tables.
-    """
+    """``"ttl_s=30"`` -> ``("ttl_s", 30.0)``: the value converted to the field's type (:meth:`Spec.parse`)."""
     name, sep, raw = text.partition("=")
     name, raw = name.strip(), raw.strip()
     if not sep or not name:
@@ -201,41 +197,8 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def convert(name: str, raw: str) -> Any:
-    """Convert the string ``raw`` to the type of Scenario field ``name``."""
-    hint = _HINTS[name]
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    nullable = type(None) in options
-    kind = next(t for t in options if t is not type(None))
-    if nullable and raw.lower() in ("none", "null"):
-        return None
-    if typing.get_origin(kind) is tuple:
-        try:
-            return tomllib.loads(f"value = {raw}")["value"]
-        except tomllib.TOMLDecodeError:
-            raise ValueError(
-                f"{name} takes a TOML inline array of tables, e.g. "
-                f'{name}=[{{kind="cache-down", start_s=2, end_s=4}}]; got {raw!r}'
-            ) from None
-    if kind is bool:
-        if raw.lower() in _TRUE:
-            return True
-        if raw.lower() in _FALSE:
-            return False
-        raise ValueError(f"{name} must be true or false, got {raw!r}")
-    if kind is int:
-        try:
-            number = float(raw)
-        except ValueError:
-            number = math.nan
-        if not number.is_integer():
-            raise ValueError(f"{name} must be an integer{' or none' if nullable else ''}, got {raw!r}")
-        return int(number)
-    if kind is float:
-        try:
-            return float(raw)
-        except ValueError:
-            raise ValueError(f"{name} must be a number{' or none' if nullable else ''}, got {raw!r}") from None
-    return raw
+    """Convert the string ``raw`` to the type of Scenario field ``name``, as its declaration says."""
+    return FIELD_SPECS[name].parse(name, raw)
 
 
 # -- checking --------------------------------------------------------------------------------------
@@ -247,97 +210,3 @@ def _check_names(names: Iterable[str], source: str) -> None:
         raise ValueError(
             f"unknown field {unknown[0]!r} in {source}; allowed fields: {', '.join(FIELD_NAMES)}"
         )
-
-
-def _is_number(value: object) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-
-
-def _number(name: str, value: object, *, minimum: float = 0.0, strict: bool = False,
-            nullable: bool = False, unit: str = "") -> float | None:
-    if value is None and nullable:
-        return None
-    ok = _is_number(value) and (value > minimum if strict else value >= minimum)
-    if not ok:
-        bound = f"{'>' if strict else '>='} {minimum:g}"
-        raise ValueError(
-            f"{name} must be a number {bound}{' ' + unit if unit else ''}{' or None' if nullable else ''}, got {value!r}"
-        )
-    return float(value)  # type: ignore[arg-type]
-
-
-def _integer(name: str, value: object, *, minimum: int, nullable: bool = False) -> int | None:
-    if value is None and nullable:
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}{' or None' if nullable else ''}, got {value!r}")
-    return value
-
-
-def _flag(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be true or false, got {value!r}")
-    return value
-
-
-def _items(name: str, value: object, cls: type) -> tuple:
-    if not isinstance(value, (list, tuple)):
-        raise ValueError(f"{name} must be a list of {cls.__name__} (or of tables), got {value!r}")
-    allowed = [f.name for f in fields(cls)]
-    items = []
-    for i, item in enumerate(value):
-        if isinstance(item, Mapping):
-            unknown = [key for key in item if key not in allowed]
-            if unknown:
-                raise ValueError(f"unknown field {unknown[0]!r} in {name}[{i}]; allowed: {', '.join(allowed)}")
-            try:
-                item = cls(**item)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"{name}[{i}]: {exc}") from None
-        elif not isinstance(item, cls):
-            raise ValueError(f"{name}[{i}] must be a {cls.__name__} or a table, got {item!r}")
-        items.append(item)
-    return tuple(items)
-
-
-def _check_field(name: str, value: Any) -> Any:
-    """The checked, normalised value of one field (ValueError naming it when out of range)."""
-    match name:
-        case "name":
-            if not isinstance(value, str) or not value:
-                raise ValueError(f"name must be a non-empty string, got {value!r}")
-            return value
-        case "duration_s" | "breaker_cooldown_s" | "tombstone_ttl_s" | "cache_timeout_s":
-            return _number(name, value, strict=True, unit="s")
-        case "warmup_s" | "cache_rtt_s" | "db_read_s" | "db_write_s":
-            return _number(name, value, unit="s")
-        case "read_rate" | "write_rate":
-            return _number(name, value, unit="per second")
-        case "zipf_alpha":
-            return _number(name, value)
-        case "ttl_s" | "cache_connect_timeout_s":
-            return _number(name, value, strict=True, nullable=True, unit="s")
-        case "seed":
-            return _integer(name, value, minimum=0)
-        case "n_keys" | "app_servers" | "breaker_threshold" | "db_connections":
-            return _integer(name, value, minimum=1)
-        case "cache_capacity":
-            return _integer(name, value, minimum=1, nullable=True)
-        case "versioned" | "outage_repair" | "breaker" | "prefill":
-            return _flag(name, value)
-        case "policy":
-            policy_module(value)  # raises, listing the registry's names
-            return value
-        case "service":
-            if value not in SERVICE_KINDS:
-                raise ValueError(f"service must be one of {', '.join(map(repr, SERVICE_KINDS))}; got {value!r}")
-            return value
-        case "faults":
-            return _items(name, value, Fault)
-        case "bursts":
-            return _items(name, value, Burst)
-        case "requests":
-            return _items(name, value, Request)
-    raise AssertionError(f"no check for field {name}")  # pragma: no cover
