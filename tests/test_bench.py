@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
-from wtsim.bench import bench_cache, format_cache_bench
+from wtsim.bench import CASES, bench_cache, format_cache_bench
 from wtsim.sim.bench import bench_sim, format_sim_bench
 
 
-def test_cache_bench_measures_four_ratios():
-    """read and write, naive and versioned: four rows of positive timings and their ratio."""
+def test_cache_bench_measures_every_case():
+    """read and write of each pattern and mode: rows of positive timings, their ratio and target."""
     rows = bench_cache(None, reads=20, writes=3, rounds=2)  # None: the embedded fakeredis
-    assert [(r["operation"], r["mode"]) for r in rows] == [
-        ("read", "naive"), ("write", "naive"), ("read", "versioned"), ("write", "versioned"),
+    cases = [(policy, mode) for policy, mode, *_ in CASES]
+    assert [(r["policy"], r["mode"], r["operation"]) for r in rows] == [
+        (policy, mode, op) for policy, mode in cases for op in ("read", "write")
     ]
+    assert ("cache-aside", "naive") in cases and ("write-through", "leases") in cases
     for row in rows:
         assert row["cache_s"] > 0 and row["raw_s"] > 0
         assert row["ratio"] == row["raw_s"] / row["cache_s"]
-    table = format_cache_bench(rows)
-    assert table.count("\n") == 4 and "target >= 0.8" in table
+    table = format_cache_bench(rows, None)
+    assert table.count("\n") == len(rows) + 1 and table.startswith("Redis: embedded fakeredis")
+
+
+def test_cache_bench_marks_a_ratio_below_its_target():
+    """A row under its target says so; one at or above it says ok."""
+    row = {"operation": "read", "policy": "write-through", "mode": "naive", "cache_s": 2e-5, "raw_s": 1e-5}
+    table = format_cache_bench([{**row, "ratio": 0.5, "target": 0.8}, {**row, "ratio": 0.9, "target": 0.8}], None)
+    first, second = table.splitlines()[2:]
+    assert first.endswith("BELOW TARGET") and second.endswith("ok")
 
 
 def test_sim_bench_compares_the_same_number_of_requests():

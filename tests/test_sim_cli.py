@@ -91,3 +91,22 @@ def test_sweep_needs_vary(capsys):
         main(["sweep", "article"])
     assert info.value.code == 2
     assert "--vary" in capsys.readouterr().err
+
+
+def test_run_any_registered_policy(capsys):
+    """`--set policy=cache-aside` runs the article under cache-aside: writes delete, readers repopulate."""
+    assert main(["run", "article", "--set", "policy=cache-aside", "--set", "duration_s=2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["scenario"]["policy"] == "cache-aside"
+    stats = result["policy_stats"]
+    assert stats["cache_sets"] == stats["misses"] - stats["refused_older"] > 0  # only readers store
+    assert stats["invalidations"] == result["policy_stats"]["db_writes"] > 0  # every write deletes
+
+
+def test_a_bad_policy_lists_the_registry(capsys):
+    """An unknown policy name is one line that lists every pattern of wtsim.policies.POLICIES."""
+    assert main(["run", "article", "--set", "policy=write-around"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    for name in ("'none'", "'cache-aside'", "'write-through'"):
+        assert name in err

@@ -102,8 +102,8 @@ def _bench(args: argparse.Namespace) -> int:
             raise ValueError(f"--redis-url {args.redis_url}: Redis not reachable ({exc})") from None
         figures["cache"] = rows
         if not args.json:
-            print("wtsim bench cache: policy layer vs the same calls by hand (real Redis, SQLite)")
-            print(format_cache_bench(rows))
+            print("wtsim bench cache: policy layer vs the same calls by hand (SQLite)")
+            print(format_cache_bench(rows, args.redis_url))
     if args.what in ("sim", "all"):
         from .sim.bench import bench_sim, format_sim_bench
 

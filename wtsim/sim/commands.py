@@ -142,11 +142,15 @@ def format_summary(result: Result) -> str:
         ("failed requests", f"{r.errors:,}"),
         ("cache errors", f"{r.cache_errors:,}  (handled by the policy)"),
     ]
+    if s.leases:
+        rows.append(("lease waits", f"{r.lease_waits:,}  (readers waiting for another's recompute)"))
+    if s.early_recompute_beta is not None:
+        rows.append(("early recomputes", f"{r.early_recomputes:,}  (XFetch, beta {s.early_recompute_beta:g})"))
     width = max(len(name) for name, _ in rows)
     head = [
         f"{s.name}: {s.duration_s:g} s simulated, the first {s.warmup_s:g} s left out, seed {s.seed}",
         f"policy {s.policy}   versioned: {_yes(s.versioned)}   outage repair: {_yes(s.outage_repair)}"
-        f"   breaker: {_yes(s.breaker)}",
+        f"   leases: {_yes(s.leases)}   breaker: {_yes(s.breaker)}",
     ]
     if s.faults:
         head.append("faults: " + "; ".join(

@@ -77,8 +77,10 @@ class Recorder:
         if issued >= self.warmup_s:
             self.db_waits.append(wait)
 
-    def result(self, scenario: Scenario, policy_stats: dict[str, int], scripted: list[dict] | None = None) -> Result:
-        """Fold everything into a :class:`Result`."""
+    def result(self, scenario: Scenario, policy_stats: dict[str, int], scripted: list[dict] | None = None,
+               measured_stats: dict[str, int] | None = None) -> Result:
+        """Fold everything into a :class:`Result`; ``measured_stats``: the policy counters after the warm-up."""
+        measured_stats = measured_stats or {}
         seconds = math.ceil(self.duration_s)
         warmup = self.warmup_s
         r_start, r_lat, r_db = (np.frombuffer(a) for a in (self.read_starts, self.read_latencies, self.read_db))
@@ -129,6 +131,8 @@ class Recorder:
             stale_read_ratio=_ratio(stale_reads, reads),
             max_staleness_s=float(staleness.max()) if stale_reads else 0.0,
             mean_staleness_s=float(staleness.mean()) if stale_reads else None,
+            lease_waits=measured_stats.get("lease_waits", 0),
+            early_recomputes=measured_stats.get("early_recomputes", 0),
             timeline=timeline,
             policy_stats=policy_stats,
             scripted=scripted or [],
@@ -164,6 +168,10 @@ class Result:
     stale_read_ratio: float | None
     max_staleness_s: float
     mean_staleness_s: float | None
+    lease_waits: int
+    """Waits for another reader's lease (``leases``), counted by the policies after the warm-up."""
+    early_recomputes: int
+    """Hits that recomputed early (``early_recompute_beta``), counted by the policies after the warm-up."""
     timeline: list[dict[str, int]] = field(repr=False)
     policy_stats: dict[str, int] = field(repr=False)
     """The app servers' :class:`~wtsim.policies.CacheStats`, summed, for the whole run (warm-up included)."""

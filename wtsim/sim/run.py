@@ -82,6 +82,11 @@ class Simulation:
             versioned=s.versioned,
             outage_repair=s.outage_repair,
             tombstone_ttl=s.tombstone_ttl_s,
+            leases=s.leases,
+            lease_ttl=s.lease_ttl_s,
+            lease_wait=s.lease_wait_s,
+            lease_retries=s.lease_retries,
+            early_recompute_beta=s.early_recompute_beta,
         )
         pool = simpy.Resource(env, capacity=s.db_connections)
         service_times = ServiceTimes(service, deterministic=s.service == "deterministic")
@@ -148,8 +153,12 @@ class Simulation:
             env.process(self._scripted())
         for at in self.faults.flushes if self.faults else ():
             env.process(self._flush(at))
+        at_warmup: dict[str, int] = {}
+        env.timeout(self.scenario.warmup_s).callbacks.append(lambda _: at_warmup.update(self.policy_stats()))
         env.run()
-        return self.recorder.result(self.scenario, self.policy_stats(), self.scripted)
+        total = self.policy_stats()
+        measured = {name: value - at_warmup.get(name, 0) for name, value in total.items()}
+        return self.recorder.result(self.scenario, total, self.scripted, measured)
 
     def _arrivals(self):
         env, request = self.env, self._request

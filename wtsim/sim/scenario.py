@@ -73,6 +73,13 @@ class Scenario:
     breaker_threshold: int = integer(3, "consecutive failures that open the breaker", minimum=1)
     breaker_cooldown_s: float = number(5.0, "how long the breaker stays open before one probe", strict=True)
     tombstone_ttl_s: float = number(5.0, "how long an invalidation refuses older sets (versioned)", strict=True)
+    leases: bool = flag(False, "a reader that misses takes a lease; only its holder populates (memcache)")
+    lease_ttl_s: float = number(2.0, "how long a lease lives if its holder never populates", strict=True)
+    lease_wait_s: float = number(0.05, "how long a reader waits before asking for another's lease again",
+                                 strict=True)
+    lease_retries: int = integer(20, "waits before a reader reads the database without populating")
+    early_recompute_beta: float | None = number(None, "XFetch: a hit recomputes early, likelier near expiry",
+                                                strict=True, unit="", none="off")
     # -- cache
     ttl_s: float | None = number(None, "set on write and populate, not renewed by hits",
                                  strict=True, none="no expiry")
