@@ -156,3 +156,18 @@ def test_no_wtsim_module_uses_pickle():
                 continue
             offenders += [f"{path.relative_to(package)}:{node.lineno} {n}" for n in names if n in PICKLE_LIKE]
     assert offenders == []
+
+
+def test_lease_envelope_round_trips_and_is_no_value():
+    """A lease decodes as a lease: no data, no version, not a tombstone, not foreign."""
+    entry = decode(codec.encode_lease("srv-1-7"))
+    assert entry.lease == "srv-1-7" and entry.data is None and not entry.tombstone and entry is not FOREIGN
+    assert decode('{"l": 7}') is FOREIGN and decode('{"l": "a", "v": 1}') is FOREIGN
+
+
+def test_early_recompute_hints_round_trip_and_damaged_ones_are_dropped():
+    """delta and expiry travel with the value; a damaged hint keeps the value and drops the hint."""
+    entry = decode(codec.encode({"a": 1}, 3, delta=0.05, expires_at=1234.5))
+    assert (entry.data, entry.version, entry.delta, entry.expires_at) == ({"a": 1}, 3, 0.05, 1234.5)
+    damaged = decode('{"v": 3, "d": {"a": 1}, "x": "soon", "e": 1}')
+    assert damaged.data == {"a": 1} and damaged.delta is None and damaged.expires_at is None

@@ -64,27 +64,33 @@ def encode_lease(token: str) -> str:
 
 
 def decode(raw: bytes | str) -> Entry:
-    """Unwrap a payload; answer :data:`FOREIGN` when it is not a well-formed envelope."""
+    """Unwrap a payload; answer :data:`FOREIGN` when it is not a well-formed envelope.
+
+    A value is tested first: it is what every cache hit decodes.
+    """
     try:
         obj = json.loads(raw)
     except (ValueError, TypeError):  # UnicodeDecodeError is a ValueError
         return FOREIGN
-    if not isinstance(obj, dict):
+    if type(obj) is not dict:
         return FOREIGN
-    if len(obj) == 1 and type(obj.get("l")) is str:
-        return Entry(data=None, version=None, lease=obj["l"])
     version = obj.get("v")
-    if version is not None and (type(version) is not int):
+    if version is not None and type(version) is not int:
         return FOREIGN
-    if obj.get("t") == 1 and obj["t"] is not True and "d" not in obj:
-        return Entry(data=None, version=version, tombstone=True)
     data = obj.get("d")
-    if not isinstance(data, dict):
-        return FOREIGN
-    delta, expires_at = obj.get("x"), obj.get("e")
-    if not (_is_seconds(delta) and _is_seconds(expires_at)):
-        delta = expires_at = None  # a damaged hint only turns early recompute off for this entry
-    return Entry(data=data, version=version, delta=delta, expires_at=expires_at)
+    if type(data) is dict:
+        if "x" not in obj:
+            return Entry(data, version)
+        delta, expires_at = obj["x"], obj.get("e")
+        if not (_is_seconds(delta) and _is_seconds(expires_at)):
+            delta = expires_at = None  # a damaged hint only turns early recompute off for this entry
+        return Entry(data, version, delta=delta, expires_at=expires_at)
+    if data is None and "d" not in obj:
+        if obj.get("t") == 1 and obj["t"] is not True:
+            return Entry(data=None, version=version, tombstone=True)
+        if len(obj) == 1 and type(obj.get("l")) is str:
+            return Entry(data=None, version=None, lease=obj["l"])
+    return FOREIGN
 
 
 def _is_seconds(value: object) -> bool:
