@@ -98,6 +98,37 @@ def test_failed_probe_reopens_for_a_full_cooldown():
     assert breaker.allow()
 
 
+def test_failures_in_flight_while_open_do_not_extend_the_cooldown():
+    """Calls that fail after the breaker opened leave opened_at alone: the cool-down runs from the opening."""
+    breaker, clock = tripped(cooldown=10.0)
+    opened = breaker.opened_at
+    for t in (1.0, 4.0, 9.5):  # late failures of calls sent before it opened
+        clock.now = opened + t
+        breaker.record_failure()
+        assert breaker.opened_at == opened
+    clock.now = opened + 10.0
+    assert breaker.allow()  # the probe goes at the planned time, not 10 s after the last failure
+
+
+def test_a_failure_after_the_cooldown_that_is_not_the_probe_does_not_reopen():
+    """Half-open but no probe sent yet: a late failure does not reopen; the next call is still the probe."""
+    breaker, clock = tripped(cooldown=10.0)
+    clock.now = breaker.opened_at + 11.0
+    breaker.record_failure()
+    assert breaker.state == "half-open" and breaker.allow()
+
+
+def test_a_late_failure_while_probing_is_not_the_probe():
+    """During the probe, a call sent before it fails late: the probe still decides, and it is still out."""
+    breaker, clock = tripped(cooldown=10.0)
+    clock.now = breaker.opened_at + 10.0
+    assert breaker.allow()  # the probe, sent now
+    breaker.record_failure(sent_at=clock.now - 0.2)  # an older call timing out
+    assert breaker.probing and breaker.trips == 1
+    breaker.record_failure(sent_at=clock.now)  # the probe's own failure
+    assert breaker.state == "open" and breaker.trips == 2
+
+
 def test_trips_are_counted():
     """Each opening counts one trip: the first, and each failed probe; not failures while open."""
     breaker, clock = tripped(cooldown=10.0)
@@ -155,3 +186,39 @@ def test_cache_breaker_runs_on_the_injected_clock():
     server.connected = True
     assert read() == {"id": "p-1"}
     assert cache.breaker.state == "closed"
+
+
+def test_real_cache_late_failures_do_not_extend_the_cooldown():
+    """Four reads in flight on a dead Redis: the fourth fails after the breaker opened and leaves it as it was."""
+    server = fakeredis.FakeServer()
+    clock = FakeClock()
+    cache = WriteThroughCache(fakeredis.FakeRedis(server=server), clock=clock)
+    reads = [cache.step_read(None, "products", f"p-{i}", lambda db: {"id": "x"}, dict) for i in range(4)]
+    server.connected = False  # all four have passed the breaker and wait on their GET
+    for i, read in enumerate(reads):
+        clock.now = float(i)
+        read.run()
+    assert cache.breaker.trips == 1
+    assert cache.breaker.opened_at == 2.0  # the third failure opened it; the fourth, at 3.0, did not move it
+    clock.now = 2.0 + cache.breaker.cooldown_s
+    assert cache.breaker.allow()
+
+
+def test_simulated_breaker_opens_once_for_a_burst_of_in_flight_timeouts():
+    """Redis hangs at 2 s: the requests already sent time out until 2.5 s, but the cool-down runs from the opening."""
+    from wtsim.sim import Fault, Scenario
+    from wtsim.sim.run import Simulation
+
+    scenario = Scenario(read_rate=2000, n_keys=100, prefill=True, duration_s=4.0, breaker_cooldown_s=5.0,
+                        faults=(Fault("cache-hang", start_s=2.0),))
+    sim = Simulation(scenario)
+    seen = {}
+
+    def sample():
+        yield sim.env.timeout(3.0)
+        seen["opened_at"] = sim.servers[0].state.breaker.opened_at
+
+    sim.env.process(sample())
+    sim.run()
+    timeout = scenario.cache_timeout_s
+    assert 2.0 + timeout <= seen["opened_at"] < 2.0 + timeout + 0.01  # the third timeout, not the last of ~500

@@ -4,7 +4,8 @@ When Redis hangs, every call would otherwise wait a whole socket timeout before
 falling back to the database. The breaker counts consecutive failures; after
 ``failure_threshold`` of them it *opens* and the policies skip the cache
 without asking it. After ``cooldown_s`` it lets one call through (*half-open*):
-success closes it, failure opens it for another cool-down.
+success closes it, failure opens it for another cool-down. Failures of calls
+that were already in flight when it opened do not extend the cool-down.
 
 The clock is a parameter (``time.monotonic`` by default, the SimPy
 environment's ``now`` in the simulator), as in ``cachetools.TTLCache(timer=)``,
@@ -40,6 +41,7 @@ class CircuitBreaker:
         self.failures = 0
         self.opened_at: float | None = None
         self.probing = False
+        self.probe_sent_at: float | None = None
         self.trips = 0
 
     @property
@@ -58,6 +60,7 @@ class CircuitBreaker:
         if self.probing or self.clock() - self.opened_at < self.cooldown_s:
             return False
         self.probing = True
+        self.probe_sent_at = self.clock()
         return True
 
     def record_success(self) -> None:
@@ -66,9 +69,21 @@ class CircuitBreaker:
         self.opened_at = None
         self.probing = False
 
-    def record_failure(self) -> None:
-        """The dependency failed: count it, and open (again) at the threshold."""
+    def record_failure(self, sent_at: float | None = None) -> None:
+        """A call sent at ``sent_at`` failed: count it; open at the threshold, or again when the probe failed.
+
+        A failure while open is a call sent before the breaker opened, failing
+        late: it must not push the cool-down back, or a burst of in-flight
+        requests would keep the breaker open long after the first of them
+        failed. Only the probe's failure reopens it, and a call sent before the
+        probe is not the probe.
+        """
         self.failures += 1
+        if self.opened_at is not None:
+            if not self.probing:
+                return
+            if sent_at is not None and self.probe_sent_at is not None and sent_at < self.probe_sent_at:
+                return
         if self.probing or self.failures >= self.failure_threshold:
             if self.opened_at is None or self.probing:
                 self.trips += 1

@@ -82,8 +82,9 @@ def write_report(out_dir: str | Path = "out", progress: Callable[[str], None] | 
             "Latency percentiles through the outage, with and without the circuit breaker",
             "A hit costs one cache round trip; a miss adds a database read. When Redis stops answering, "
             "every request already in flight waits for the connect timeout: the breaker can only react "
-            "once the first timeouts come back. From then on it skips the cache; without it, every "
-            "request of the outage pays the timeout.",
+            "once the first timeouts come back. From then on it skips the cache (the late failures of "
+            "requests sent before it opened do not prolong that), and one probe per cool-down tries "
+            "it again; without it, every request of the outage pays the timeout.",
             "figures/latency.png",
             [("run", "read p50", "read p95", "read p99", "write p99")]
             + [

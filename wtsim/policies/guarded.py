@@ -44,10 +44,11 @@ def cache(state: CacheState, op: Op) -> Policy:
         repaired = yield from repair(state)
         if repaired is not True:
             return False, repaired
+    sent_at = breaker.clock() if breaker is not None else None
     try:
         result = yield op
     except CacheError as exc:
-        failed(state, exc)
+        failed(state, exc, sent_at)
         return False, exc
     if breaker is not None:
         breaker.record_success()
@@ -105,15 +106,15 @@ def repair(state: CacheState) -> Policy:
     return True
 
 
-def failed(state: CacheState, exc: CacheError) -> None:
-    """Count a cache failure; a cache that did not answer counts towards opening the breaker."""
+def failed(state: CacheState, exc: CacheError, sent_at: float | None = None) -> None:
+    """Count a cache failure of an op sent at ``sent_at``; a cache that did not answer counts towards the breaker."""
     state.stats.cache_errors += 1
     breaker = state.breaker
     if breaker is None:
         return
     if isinstance(exc, CacheUnavailable):
         trips = breaker.trips
-        breaker.record_failure()
+        breaker.record_failure(sent_at)
         if breaker.trips != trips:
             log.error("cache unreachable (%s): skipping it for %.1fs", exc, breaker.cooldown_s)
     else:
