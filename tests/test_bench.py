@@ -34,4 +34,6 @@ def test_sim_bench_compares_the_same_number_of_requests():
     figures = bench_sim(requests=3000, rounds=1)
     assert 2500 < figures["requests"] < 3500
     assert figures["ratio"] == figures["sim_requests_per_s"] / figures["bare_requests_per_s"]
-    assert "ratio (target >= 0.5)" in format_sim_bench(figures)
+    table = format_sim_bench(figures)
+    assert "ratio (target >= 0.6)" in table
+    assert table.endswith("ok") == (figures["ratio"] >= 0.6) and table.endswith("BELOW TARGET") != table.endswith("ok")
