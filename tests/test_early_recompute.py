@@ -103,3 +103,25 @@ def test_without_beta_the_envelope_is_the_plain_one(redis_conn, key_prefix, db):
     cache.read(db, NS, PID, lambda s: s.get(Product, PID), product_dict)
     raw = redis_conn.get(cache.key(NS, PID)).decode()
     assert '"x"' not in raw and '"e"' not in raw
+
+
+@pytest.mark.parametrize("leases", [False, True], ids=["plain", "leases"])
+def test_an_early_refresh_never_replaces_what_came_after_its_read(key_prefix, db, engine, redis_conn, clock, leases):
+    """A write lands while an early reader recomputes: its refresh is refused, the written value stays."""
+    cache = WriteThroughCache(redis_conn, prefix=key_prefix, default_ttl=60, clock=clock,
+                              random=lambda: 0.5, early_recompute_beta=1.0, leases=leases)
+    cache.read(db, NS, PID, slow_reader(clock, 2.0), product_dict)
+    clock.now = 162.0 - 1.0  # inside the horizon: the next hit recomputes
+    reader = cache.step_read(db, NS, PID, slow_reader(clock, 0.5), product_dict)
+    reader.step()  # the hit it will refresh
+    reader.step()  # the database read of the old row
+    with Session(engine) as other:
+        def writer(session):
+            product = session.get(Product, PID)
+            product.stock = 7
+            return product
+
+        cache.write(other, NS, PID, writer, product_dict)
+    reader.run()
+    assert cache.stats.early_recomputes == 1 and cache.stats.refused_older == 1
+    assert codec.decode(redis_conn.get(cache.key(NS, PID))).data["stock"] == 7

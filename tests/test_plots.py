@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import matplotlib as mpl
 import pytest
 from matplotlib._pylab_helpers import Gcf
@@ -169,6 +171,51 @@ def test_db_wait_figure(tmp_path):
     assert ax.get_ylabel() == "mean wait for a connection (ms)"
     assert len(ax.lines[1].get_xdata()) == 2  # the simulated points
     assert "Erlang C" in legend_labels(fig)[0]
+
+
+HOT_KEY = Scenario(
+    name="hot key", duration_s=3.0, warmup_s=0.5, seed=5, read_rate=500, write_rate=0, n_keys=1,
+    ttl_s=1.0, db_read_s=0.02, service="deterministic", db_connections=50,
+)
+
+
+def test_db_reads_figure(tmp_path):
+    """One line per run, each run's DB reads and busiest second in the legend; log=True is a symlog axis."""
+    hot = {"no leases": run(HOT_KEY), "leases": run(HOT_KEY.replace(leases=True))}
+    assert hot["no leases"].db_reads > hot["leases"].db_reads > 0
+    fig = plots.db_reads_figure(hot)
+    check_common(fig, tmp_path)
+    (ax,) = fig.axes
+    assert len(ax.lines) == len(hot)
+    assert ax.get_ylabel() == "DB reads / s" and ax.get_xlabel() == "simulated time (s)"
+    assert ax.get_yscale() == "linear"
+    for label, (name, result) in zip(legend_labels(fig), hot.items()):
+        peak = max(row["db_reads"] for row in result.timeline if row["t"] >= HOT_KEY.warmup_s)
+        assert label == f"{name}: {result.db_reads:,} DB reads, busiest second {peak:,}"
+    logged = plots.db_reads_figure(hot, title="mine", log=True)
+    assert logged.axes[0].get_yscale() == "symlog" and logged.axes[0].get_title() == "mine"
+    assert logged.axes[0].get_ylabel() == "DB reads / s, log scale"
+
+
+def test_early_recompute_figure(tmp_path):
+    """One curve exp(-tau / (delta beta)) per beta, time running towards the expiry; marks with a read rate."""
+    fig = plots.early_recompute_figure(0.05, betas=(1, 4), read_rate=5000)
+    check_common(fig, tmp_path)
+    (ax,) = fig.axes
+    assert ax.get_xlabel() == "seconds before the entry expires" and ax.get_yscale() == "log"
+    left, right = ax.get_xlim()
+    assert left > right == 0  # the expiry at the right
+    assert len(ax.lines) == 2 * 3  # per beta: the dotted mark, its dot, the curve
+    firsts = [0.05 * b * math.log(5000 * 0.05 * b) for b in (1, 4)]
+    assert legend_labels(fig) == [f"β = {b}: first early recompute ≈ {t:.2f} s before expiry"
+                                  for b, t in zip((1, 4), firsts)]
+    curve = ax.lines[2]
+    x, y = curve.get_xdata(), curve.get_ydata()
+    assert y[0] == pytest.approx(100) and y[-1] == pytest.approx(100 * math.exp(-x[-1] / 0.05))
+    plain = plots.early_recompute_figure(0.05)
+    assert legend_labels(plain) == ["β = 0.5", "β = 1", "β = 2", "β = 4"] and len(plain.axes[0].lines) == 4
+    with pytest.raises(ValueError, match="delta_s > 0"):
+        plots.early_recompute_figure(0)
 
 
 def test_style_is_per_figure(runs):

@@ -46,7 +46,9 @@ __all__ = [
     "STYLE",
     "article_load_figure",
     "db_load_figure",
+    "db_reads_figure",
     "db_wait_figure",
+    "early_recompute_figure",
     "hit_ratio_figure",
     "hit_ratio_sweep_figure",
     "latency_figure",
@@ -404,6 +406,49 @@ def timelines_figure(results: Mapping[str, Result], title: str | None = None) ->
     return fig
 
 
+def db_reads_figure(results: Mapping[str, Result], title: str | None = None, *, log: bool = False) -> Figure:
+    """Database reads per second over time, one line per labelled run: a stampede is a spike.
+
+    The legend gives each run's database reads after the warm-up and its busiest
+    second after it. ``log=True`` draws the y axis on a symmetric log scale
+    (linear from 0 to 1), so one read a second stays visible next to hundreds.
+    """
+    items = _check_results(results, "db_reads_figure")
+    runs = [r for _, r in items]
+    with mpl.rc_context(STYLE):
+        fig = _figure(WIDE)
+        ax = fig.subplots()
+        top = 1.0
+        for i, (label, r) in enumerate(items):
+            peak = _peak_after_warmup(r, _db_read_rate)
+            top = max(top, *(_db_read_rate(row, min(1.0, r.scenario.duration_s - row["t"])) for row in r.timeline))
+            ax.step(*_steps(r, _db_read_rate), where="post", zorder=3 + i,
+                    label=f"{label}: {r.db_reads:,} DB reads, busiest second {peak:,.0f}", **_style(i))
+        ax.set_ylabel("DB reads / s" + (", log scale" if log else ""))
+        if log:
+            ax.set_yscale("symlog", linthresh=1.0, linscale=0.5)
+            ax.set_ylim(0, top * 8)  # room above the lines for the labels of the shaded windows
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        else:
+            _counts(ax, top)
+        _time_axis(ax, runs)
+        _shade([ax], runs)
+        ax.set_title(title or "Database reads, second by second")
+        _legend_below(fig, ax, ncols=1)
+    return fig
+
+
+def _db_read_rate(row: dict, width: float) -> float:
+    return row["db_reads"] / width
+
+
+def _peak_after_warmup(result: Result, value: Callable[[dict, float], float]) -> float:
+    """The highest per-second ``value`` of the timeline's seconds that start after the warm-up (0 if none)."""
+    s = result.scenario
+    return max((value(row, min(1.0, s.duration_s - row["t"])) for row in result.timeline
+                if row["t"] >= s.warmup_s), default=0.0)
+
+
 # -- latency ----------------------------------------------------------------------------------------
 
 
@@ -604,4 +649,52 @@ def db_wait_figure(results: Sequence[Result], title: str | None = None, *, log: 
         ax.set_ylabel("mean wait for a connection (ms)")
         ax.set_title(title or f"Waiting for one of {c} database connections")
         _legend_below(fig, ax, ncols=2)
+    return fig
+
+
+def early_recompute_figure(delta_s: float, betas: Sequence[float] = (0.5, 1.0, 2.0, 4.0), *,
+                           read_rate: float | None = None, title: str | None = None) -> Figure:
+    """XFetch: the chance that one hit recomputes early, against the time left before the entry expires.
+
+    A hit recomputes when ``now - delta * beta * ln(U) >= expiry``, ``U`` uniform in
+    (0, 1] (:mod:`wtsim.policies.read_through`): at ``tau`` seconds before the expiry
+    that happens with probability ``exp(-tau / (delta * beta))``, one curve per beta,
+    a straight line on the logarithmic axis. With ``read_rate`` (reads per second of
+    the key), a dot and a dotted line mark for each beta where the expected number
+    of early recomputes, counted from far off, reaches one:
+    ``read_rate * delta * beta * exp(-tau / (delta * beta)) = 1``, so
+    ``tau = delta * beta * ln(read_rate * delta * beta)``, about when the first
+    reader recomputes (no mark when ``read_rate * delta * beta <= 1``).
+    """
+    if isinstance(delta_s, bool) or not isinstance(delta_s, (int, float)) or not delta_s > 0:
+        raise ValueError(f"early_recompute_figure needs delta_s > 0 seconds, got {delta_s!r}")
+    betas = [float(b) for b in betas]
+    if not betas or not all(b > 0 for b in betas):
+        raise ValueError(f"early_recompute_figure needs betas > 0, got {betas!r}")
+    scales = [delta_s * b for b in betas]
+    first = [s * math.log(read_rate * s) if read_rate and read_rate * s > 1 else None for s in scales]
+    marked = [(tau_1, 100 * math.exp(-tau_1 / s)) for tau_1, s in zip(first, scales) if tau_1 is not None]
+    window = max([s * math.log(1e4) for s in scales] + [1.15 * tau_1 for tau_1, _ in marked])
+    bottom = min([1e-2] + [p / 3 for _, p in marked])
+    tau = np.linspace(0.0, window, 300)
+    with mpl.rc_context(STYLE):
+        fig = _figure(WIDE)
+        ax = fig.subplots()
+        for i, (beta, scale, tau_1) in enumerate(zip(betas, scales, first)):
+            style = _style(i)
+            label = f"β = {beta:g}"
+            if tau_1 is not None:
+                label += f": first early recompute ≈ {tau_1:.2f} s before expiry"
+                ax.axvline(tau_1, color=style["color"], linestyle=":", lw=2, zorder=2)
+                ax.plot(tau_1, 100 * math.exp(-tau_1 / scale), "o", color=style["color"], zorder=10)
+            ax.plot(tau, 100 * np.exp(-tau / scale), label=label, zorder=3 + i, **style)
+        ax.set_xlim(window, 0)  # time runs to the right, towards the expiry at 0
+        ax.set_yscale("log")
+        ax.set_ylim(bottom, 150)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g} %"))
+        ax.set_xlabel("seconds before the entry expires")
+        ax.set_ylabel("chance a hit recomputes, log scale")
+        where = f", {read_rate:,.0f} reads/s" if read_rate else ""
+        ax.set_title(title or f"XFetch: early recompute, δ = {1e3 * delta_s:g} ms{where}")
+        _legend_below(fig, ax, ncols=1 if read_rate else min(len(betas), 4))
     return fig

@@ -30,7 +30,10 @@ Lowenstein, "Optimal Probabilistic Cache Stampede Prevention", VLDB 2015)
     when ``now - delta * beta * ln(U) >= expiry``, ``U`` uniform in (0, 1]:
     the closer the expiry and the slower the recompute, the likelier. One reader
     refreshes a hot entry shortly before it expires, instead of hundreds at once
-    after. Entries a write stored carry no ``delta`` and are not recomputed early.
+    after. The refresh replaces only the very entry the reader read (its payload
+    serves as the lease), so it can never put back a value older than a write,
+    an invalidation or a flush that came in between. Entries a write stored
+    carry no ``delta`` and are not recomputed early.
 """
 
 from __future__ import annotations
@@ -100,6 +103,13 @@ def read(
         payload = codec.encode(data, version, delta=now - started, expires_at=now + ttl_s)
     else:
         payload = codec.encode(data, version)
+    if early:
+        # Refresh only the entry this reader read: the raw payload stands in for a lease,
+        # so a write, an invalidation, a flush or an expiry since then refuses the refresh.
+        answered, stored = yield from guarded.cache(state, CacheSetLeased(key, payload, raw, ttl_s))
+        if answered:
+            count_update(state, stored)
+        return data
     if lease is None:
         answered, stored = yield from guarded.cache(state, update_op(config, key, payload, version, ttl_s))
         if answered:
