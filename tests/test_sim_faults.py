@@ -35,6 +35,18 @@ def test_cache_down_sends_reads_to_the_db_and_keeps_the_data():
     assert seconds(result, "misses", 6, 8) == 0  # retained: no cold start after the outage
 
 
+def test_a_refused_connection_fails_in_a_round_trip_an_unreachable_host_after_the_connect_timeout():
+    """cache-down (Redis stopped, connections refused) fails fast; cache-unreachable waits out the connect."""
+    down = run(BASE.replace(write_rate=0, breaker=False, faults=(Fault("cache-down", 2, 4),)))
+    lost = run(BASE.replace(write_rate=0, breaker=False, faults=(Fault("cache-unreachable", 2, 4),)))
+    rtt, connect = BASE.cache_rtt_s, BASE.cache_timeout_s  # no cache_connect_timeout_s: the socket timeout
+    # A miss during the window: a failed GET, then the database read.
+    assert down.read_latency_s["p99"] < rtt + 10 * BASE.db_read_s < connect
+    assert lost.read_latency_s["p99"] >= connect  # over 2 s of 7 measured, every read waited it out
+    assert lost.read_latency_s["mean"] > 10 * down.read_latency_s["mean"]
+    assert down.cache_errors >= lost.cache_errors > 0  # the same ops fail, at other costs (a slow fail spans the end)
+
+
 def test_cache_hang_costs_the_timeout_until_the_breaker_opens():
     """A hung cache costs every op its timeout without a breaker; with one, only the first few pay."""
     hang = (Fault("cache-hang", 2, 5),)

@@ -18,7 +18,8 @@ The timing model (the races live in it):
   (that is its snapshot), and answers when its service ends. A write runs its
   writer, which commits, when its service ends.
 * A cache that does not answer costs ``cache_timeout_s`` (hung) or the connect
-  timeout (unreachable) and raises ``CacheUnavailable``; a cache that answers
+  timeout (unreachable), and one that refuses the connection (down) a round
+  trip; each raises ``CacheUnavailable``; a cache that answers
   with an error raises ``CacheRejected`` after a round trip; a database that is
   down raises :class:`~wtsim.sim.world.DatabaseUnavailable`. See
   :mod:`wtsim.sim.faults` for when each happens.
@@ -61,7 +62,7 @@ from ..ops import (
     Wait,
 )
 from ..policies import CacheState, Policy
-from .faults import HUNG, REJECTED, UNREACHABLE, FaultModel
+from .faults import HUNG, REFUSED, REJECTED, UNREACHABLE, FaultModel
 from .world import DatabaseUnavailable, World
 
 SimGenerator = Generator[simpy.Event, Any, Any]
@@ -203,6 +204,9 @@ class AppServer:
         if outcome is UNREACHABLE:
             yield env.timeout(self.connect_timeout_s)
             raise CacheUnavailable("cache unreachable: connect timed out")
+        if outcome is REFUSED:
+            yield env.timeout(self.rtt_s)
+            raise CacheUnavailable("connection refused")
         if outcome is HUNG:
             yield env.timeout(self.timeout_s)
             raise CacheUnavailable("cache did not answer: socket timed out")

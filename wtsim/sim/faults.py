@@ -5,16 +5,21 @@ database misbehaves. The driver asks the :class:`FaultModel` about every op it
 is about to perform, *at the moment the op is sent*, and charges the answer:
 
 ``cache-down``
-    The cache is unreachable: every cache op fails with ``CacheUnavailable``
-    after ``cache_connect_timeout_s`` and never reaches the cache. The data is
+    The cache's host is up but Redis is not running: every connection is
+    refused, so each cache op fails with ``CacheUnavailable`` after about one
+    round trip (``cache_rtt_s``) and never reaches the cache. The data is
     retained: when the window ends the cache answers with what it held.
+``cache-unreachable``
+    The host never answers the connect (down, or packets dropped): each cache
+    op fails with ``CacheUnavailable`` after ``cache_connect_timeout_s``. The
+    data is retained, as with ``cache-down``.
 ``cache-hang``
     The cache accepts connections but never answers: every op fails after
     ``cache_timeout_s`` and has no effect. This is the case the breaker is for.
 ``cache-flush``
     The cache loses everything at ``start_s`` (a restart, a ``FLUSHALL``). With
-    an ``end_s`` it is also unreachable until then, like ``cache-down``, and
-    comes back empty.
+    an ``end_s`` it is also down until then (restarting: connections are
+    refused, as with ``cache-down``), and comes back empty.
 ``cache-set-fail``
     Like Redis at ``maxmemory``: each op that stores data (``SET``, the
     compare-and-set, a tombstone, a lease or a leased populate) is refused with ``CacheRejected`` after a
@@ -25,8 +30,8 @@ is about to perform, *at the moment the op is sent*, and charges the answer:
     but the op still lands at the cache half the slow round trip after it was
     sent: a write the client believes failed may have taken effect.
 ``partition``
-    The first ``servers`` app servers cannot reach the cache (as ``cache-down``
-    for them); the others can.
+    The first ``servers`` app servers cannot reach the cache (as
+    ``cache-unreachable`` for them: their packets are dropped); the others can.
 ``db-down``
     A database op that gets a connection during the window fails at once with
     :class:`~wtsim.sim.world.DatabaseUnavailable`; a write does not commit.
@@ -36,8 +41,8 @@ means until the end of the run. ``probability`` is flipped once per affected op
 (on the scenario's own fault stream, so runs stay reproducible); a fault with
 probability 1 draws no random numbers. ``servers=n`` limits a fault to app
 servers ``0 .. n-1``; ``None`` affects them all. When several faults apply to
-one op, unreachable beats hung, hung beats slow, and a slow answer can still be
-a refusal.
+one op, unreachable beats refused, refused beats hung, hung beats slow, and a
+slow answer can still be a refusal.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ import numpy as np
 from ..ops import CacheLease, CacheSet, CacheSetIfNewer, CacheSetLeased, CacheTombstone
 
 CACHE_DOWN = "cache-down"
+CACHE_UNREACHABLE = "cache-unreachable"
 CACHE_HANG = "cache-hang"
 CACHE_FLUSH = "cache-flush"
 CACHE_SET_FAIL = "cache-set-fail"
@@ -58,11 +64,12 @@ CACHE_SLOW = "cache-slow"
 PARTITION = "partition"
 DB_DOWN = "db-down"
 
-FAULT_KINDS = (CACHE_DOWN, CACHE_HANG, CACHE_FLUSH, CACHE_SET_FAIL, CACHE_SLOW, PARTITION, DB_DOWN)
+FAULT_KINDS = (CACHE_DOWN, CACHE_UNREACHABLE, CACHE_HANG, CACHE_FLUSH, CACHE_SET_FAIL, CACHE_SLOW, PARTITION, DB_DOWN)
 
 # What the driver does with a cache op, as decided by :meth:`FaultModel.cache`.
 OK = "ok"
 UNREACHABLE = "unreachable"  # never reaches the cache; fails after the connect timeout
+REFUSED = "refused"  # the connection is refused: fails after one round trip
 HUNG = "hung"  # reaches a cache that never answers; fails after the socket timeout
 REJECTED = "rejected"  # the cache answers with an error after the round trip
 
@@ -143,7 +150,7 @@ class FaultModel:
 
     def cache(self, server: int, op: object, now: float) -> tuple[str, float]:
         """``(outcome, rtt_factor)`` for a cache op sent by ``server`` at ``now``."""
-        unreachable = hung = rejected = False
+        unreachable = refused = hung = rejected = False
         factor = 1.0
         for fault in self._cache:
             kind = fault.kind
@@ -157,10 +164,14 @@ class FaultModel:
                 factor *= fault.factor  # type: ignore[operator]
             elif kind == CACHE_SET_FAIL:
                 rejected = True
-            else:  # cache-down, partition, a flush's restart window
+            elif kind in (CACHE_DOWN, CACHE_FLUSH):  # a flush's restart window refuses too
+                refused = True
+            else:  # cache-unreachable, partition
                 unreachable = True
         if unreachable:
             return UNREACHABLE, 1.0
+        if refused:
+            return REFUSED, 1.0
         if hung:
             return HUNG, 1.0
         return (REJECTED if rejected else OK), factor
