@@ -110,3 +110,21 @@ def test_a_bad_policy_lists_the_registry(capsys):
     assert err.count("\n") == 0
     for name in ("'none'", "'cache-aside'", "'write-through'"):
         assert name in err
+
+
+def test_a_scenario_too_large_for_memory_is_refused_with_the_estimate(capsys):
+    """n_keys=1e9 is one line giving the memory it would need, before anything is allocated."""
+    assert main(["run", "article", "--set", "n_keys=1000000000"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "n_keys=1,000,000,000 needs about" in err and "GiB" in err
+
+
+def test_progress_reports_simulated_seconds_and_changes_nothing():
+    """The progress callback sees each simulated second, and the result is the same as without it."""
+    from wtsim.sim import load_scenario, run
+
+    scenario = load_scenario("article").replace(duration_s=3.0)
+    seen: list[float] = []
+    with_progress = run(scenario, progress=seen.append)
+    assert seen == [1.0, 2.0, 3.0]
+    assert with_progress.to_dict() == run(scenario).to_dict()

@@ -13,8 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any, Sequence
+
+from tqdm import tqdm
 
 from .metrics import Result
 from .run import run
@@ -69,7 +72,7 @@ def run_command(args: argparse.Namespace) -> int:
         raise ValueError(f"--plot needs a .png, .svg or .pdf file name, got {args.plot!r}")
     if args.plot and not Path(args.plot).resolve().parent.is_dir():
         raise ValueError(f"--plot {args.plot}: folder {Path(args.plot).parent} does not exist")
-    result = run(scenario)
+    result = _run_with_progress(scenario, show=not args.json)
     if args.plot:
         from ..plots import timeline_figure  # matplotlib only when a plot is asked for
 
@@ -81,6 +84,15 @@ def run_command(args: argparse.Namespace) -> int:
         if args.plot:
             print(f"\ntimeline plotted to {args.plot}")
     return 0
+
+
+def _run_with_progress(scenario: Scenario, show: bool) -> Result:
+    """Run ``scenario``; on a terminal, a progress bar in simulated seconds appears if it takes over 2 s."""
+    if not (show and sys.stderr.isatty()):
+        return run(scenario)
+    with tqdm(total=scenario.duration_s, desc=scenario.name, unit="sim s", delay=2.0, file=sys.stderr,
+              bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} simulated s [{elapsed}<{remaining}]") as bar:
+        return run(scenario, progress=lambda now: bar.update(now - bar.n))
 
 
 def sweep_command(args: argparse.Namespace) -> int:

@@ -22,7 +22,9 @@ cache keys are the library's real keys (``wtc:{items:42}``).
 from __future__ import annotations
 
 import logging
+import os
 from functools import lru_cache
+from typing import Callable
 
 import numpy as np
 import simpy
@@ -44,9 +46,48 @@ log = logging.getLogger("wtsim.sim.run")
 NAMESPACE = "items"
 
 
-def run(scenario: Scenario) -> Result:
-    """Simulate ``scenario``; return what it measured after the warm-up."""
-    return Simulation(scenario).run()
+def run(scenario: Scenario, progress: Callable[[float], None] | None = None) -> Result:
+    """Simulate ``scenario``; return what it measured after the warm-up.
+
+    ``progress``, when given, is called with the simulated time after each simulated second.
+    """
+    return Simulation(scenario).run(progress)
+
+
+BYTES_PER_KEY = 32
+"""Memory a key costs the simulator before anything is cached (its version, its popularity), measured."""
+BYTES_PER_CACHED_KEY = 650
+"""What one cached entry adds (the entry, its row, the LRU order), measured."""
+
+
+def memory_estimate(scenario: Scenario) -> int:
+    """Bytes the simulation's key space needs at least: the table, the popularity, a prefilled cache."""
+    s = scenario
+    cached = 0
+    if s.prefill:
+        cached = s.n_keys if s.cache_capacity is None else min(s.n_keys, s.cache_capacity)
+    return s.n_keys * BYTES_PER_KEY + cached * BYTES_PER_CACHED_KEY
+
+
+def check_memory(scenario: Scenario, available: int | None = None) -> None:
+    """Refuse, naming the estimate, a scenario whose keys alone would not fit in half this machine's memory."""
+    if available is None:
+        try:
+            available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):  # not a POSIX system: nothing to check against
+            return
+    need = memory_estimate(scenario)
+    if need > available // 2:
+        raise ValueError(
+            f"n_keys={scenario.n_keys:,} needs about {_gib(need)} of memory for its keys"
+            f" ({BYTES_PER_KEY} bytes a key{', plus ' + str(BYTES_PER_CACHED_KEY) + ' a prefilled one' if scenario.prefill else ''});"
+            f" this machine has {_gib(available)}: allowed is at most half of it. Use fewer keys"
+            " (the hit ratio depends on the popularity and the capacity, not the key count alone)."
+        )
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:,.1f} GiB"
 
 
 def _serialize(row: Row) -> dict:
@@ -62,6 +103,7 @@ class Simulation:
 
     def __init__(self, scenario: Scenario) -> None:
         s = self.scenario = scenario
+        check_memory(s)
         self.env = env = simpy.Environment()
         arrivals, keys, servers, service, coins, draws = (
             np.random.default_rng(seq) for seq in np.random.SeedSequence(s.seed).spawn(6)
@@ -145,9 +187,11 @@ class Simulation:
 
     # -- processes -------------------------------------------------------------------------------
 
-    def run(self) -> Result:
+    def run(self, progress: Callable[[float], None] | None = None) -> Result:
         """Run to the end (arrivals stop at ``duration_s``, requests in flight finish)."""
         env = self.env
+        if progress is not None:
+            env.process(self._ticks(progress))
         env.process(self._arrivals())
         if self.scenario.requests:
             env.process(self._scripted())
@@ -159,6 +203,12 @@ class Simulation:
         total = self.policy_stats()
         measured = {name: value - at_warmup.get(name, 0) for name, value in total.items()}
         return self.recorder.result(self.scenario, total, self.scripted, measured)
+
+    def _ticks(self, progress: Callable[[float], None]):
+        """Report the simulated time once a simulated second; it changes nothing in the run."""
+        while self.env.now < self.scenario.duration_s:
+            yield self.env.timeout(min(1.0, self.scenario.duration_s - self.env.now))
+            progress(self.env.now)
 
     def _arrivals(self):
         env, request = self.env, self._request
