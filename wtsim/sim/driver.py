@@ -4,9 +4,10 @@ This is the simulator's counterpart of :meth:`wtsim.WriteThroughCache.perform`.
 An :class:`AppServer` holds one app server's :class:`~wtsim.policies.CacheState`
 (its own breaker, on the simulation clock, and its own memory of keys to
 repair) and performs its ops on the shared :class:`~wtsim.sim.world.World`.
-:func:`run_policy` is the loop of :func:`wtsim.policies.drive` written as a
-SimPy process: it sends each result into the policy and throws each failure in
-at the ``yield``, exactly as the real driver does.
+:class:`Request` is the loop of :func:`wtsim.policies.drive` turned inside out
+for SimPy: it sends each result into the policy and throws each failure in at
+the ``yield``, exactly as the real driver does, but from event callbacks, so a
+request costs no SimPy process of its own.
 
 The timing model (the races live in it):
 
@@ -39,7 +40,7 @@ in the same frame: an op slowed by ``cache-slow`` is applied by an event
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Generator
+from typing import Any, Callable
 
 import numpy as np
 import simpy
@@ -65,7 +66,6 @@ from ..policies import CacheState, Policy
 from .faults import HUNG, REFUSED, REJECTED, UNREACHABLE, FaultModel
 from .world import DatabaseUnavailable, World
 
-SimGenerator = Generator[simpy.Event, Any, Any]
 
 
 @dataclass(slots=True)
@@ -77,37 +77,55 @@ class Tally:
     cache_errors: int = 0
 
 
-def run_policy(policy: Policy, perform: Callable[[Op], SimGenerator], tally: Tally) -> SimGenerator:
-    """Run ``policy`` to the end inside a SimPy process; return its value, or raise its exception.
 
-    The same loop as :func:`wtsim.policies.drive`, except that performing an op
-    takes simulated time: ``perform(op)`` is a SimPy generator, run with
-    ``yield from``, whose return value is the op's result and whose exception is
-    the op's failure. ``tally`` counts the ops. Only the
-    failures the simulated world produces are thrown in (cache errors,
-    :class:`~wtsim.sim.world.DatabaseUnavailable`); anything else is a bug in
-    the simulator and ends the run loudly.
+
+class Request:
+    """One request in flight: its policy generator, resumed from SimPy event callbacks.
+
+    The loop of :func:`wtsim.policies.drive`, turned inside out: instead of a
+    SimPy process per request that waits on each op, the request asks the
+    :class:`AppServer` to perform an op and hands itself over; the server calls
+    :meth:`resume` when the op's time has passed, with its result or its
+    failure (or lets :meth:`answered` take the result from a timeout's value).
+    A cache op is then one SimPy timeout and one callback. ``tally`` counts the
+    ops; ``done(value, failure)`` is called once, when the policy returns (or a
+    :class:`~wtsim.sim.world.DatabaseUnavailable` escapes it). Only the
+    failures the simulated world produces are thrown in; anything else is a bug
+    in the simulator and ends the run loudly.
     """
-    result: Any = None
-    error: BaseException | None = None
-    while True:
+
+    __slots__ = ("_policy", "_perform", "tally", "_done")
+
+    def __init__(self, policy: Policy, perform: Callable[[Op, "Request"], None], tally: Tally,
+                 done: Callable[[Any, BaseException | None], None]) -> None:
+        self._policy = policy
+        self._perform = perform
+        self.tally = tally
+        self._done = done
+        self.resume(None, None)
+
+    def resume(self, outcome: Any, failure: BaseException | None) -> None:
+        """Hand the policy its last op's outcome (or failure) and start the op it asks for next."""
+        if failure is not None and isinstance(failure, CacheError):
+            self.tally.cache_errors += 1
         try:
-            op = policy.send(result) if error is None else policy.throw(error)
+            op = self._policy.send(outcome) if failure is None else self._policy.throw(failure)
         except StopIteration as stop:
-            return stop.value
+            self._done(stop.value, None)
+            return
+        except DatabaseUnavailable as exc:
+            self._done(None, exc)
+            return
         kind = type(op)
         if kind is DbRead:
-            tally.db_reads += 1
+            self.tally.db_reads += 1
         elif kind is DbWrite:
-            tally.db_writes += 1
-        try:
-            result = yield from perform(op)
-            error = None
-        except CacheError as exc:
-            tally.cache_errors += 1
-            result, error = None, exc
-        except DatabaseUnavailable as exc:
-            result, error = None, exc
+            self.tally.db_writes += 1
+        self._perform(op, self)
+
+    def answered(self, event: simpy.Event) -> None:
+        """The callback of an op's last event, whose value is the op's result."""
+        self.resume(event._value, None)
 
 
 class ServiceTimes:
@@ -164,9 +182,8 @@ class AppServer:
         self.faults = faults
         self.on_db_wait = on_db_wait or (lambda issued, wait: None)
         cache_op = self._cache_op if faults is None else self._cache_op_with_faults
-        get = self._get if faults is None else self._cache_op_with_faults
-        self._performers: dict[type, Callable[[Any], SimGenerator]] = {
-            CacheGet: get,
+        self._performers: dict[type, Callable[[Any, Request], None]] = {
+            CacheGet: self._get if faults is None else cache_op,
             CacheSet: cache_op,
             CacheSetIfNewer: cache_op,
             CacheDelete: cache_op,
@@ -179,37 +196,33 @@ class AppServer:
             Wait: self._wait,
         }
 
-    def perform(self, op: Op) -> SimGenerator:
-        """The SimPy generator that performs ``op``; its return value is the op's result."""
-        return self._performers[type(op)](op)
+    def perform(self, op: Op, request: Request) -> None:
+        """Start ``op``; when its time has passed, resume ``request`` with its result or its failure."""
+        self._performers[type(op)](op, request)
 
     # -- the cache ---------------------------------------------------------------------------
 
-    def _get(self, op: CacheGet) -> SimGenerator:
-        # The common case, kept lean: a GET on a healthy cache, applied as sent, at its landing clock.
+    def _get(self, op: CacheGet, request: Request) -> None:
+        # The common case, kept lean: a GET on a healthy cache, applied as sent at its landing clock,
+        # and one timeout of a round trip that carries the answer back.
         env = self.env
         result = self.world.cache.get(op.key, env.now + self.half_rtt_s)
-        yield env.timeout(self.rtt_s)
-        return result
+        env.timeout(self.rtt_s, result).callbacks.append(request.answered)
 
-    def _cache_op(self, op: Op) -> SimGenerator:
+    def _cache_op(self, op: Op, request: Request) -> None:
         env = self.env
         result = self.world.cache.apply(op, env.now + self.half_rtt_s)
-        yield env.timeout(self.rtt_s)
-        return result
+        env.timeout(self.rtt_s, result).callbacks.append(request.answered)
 
-    def _cache_op_with_faults(self, op: Op) -> SimGenerator:
+    def _cache_op_with_faults(self, op: Op, request: Request) -> None:
         env, cache, half = self.env, self.world.cache, self.half_rtt_s
         outcome, factor = self.faults.cache(self.index, op, env.now)  # type: ignore[union-attr]
         if outcome is UNREACHABLE:
-            yield env.timeout(self.connect_timeout_s)
-            raise CacheUnavailable("cache unreachable: connect timed out")
+            return self._fail_after(self.connect_timeout_s, CacheUnavailable("cache unreachable: connect timed out"), request)
         if outcome is REFUSED:
-            yield env.timeout(self.rtt_s)
-            raise CacheUnavailable("connection refused")
+            return self._fail_after(self.rtt_s, CacheUnavailable("connection refused"), request)
         if outcome is HUNG:
-            yield env.timeout(self.timeout_s)
-            raise CacheUnavailable("cache did not answer: socket timed out")
+            return self._fail_after(self.timeout_s, CacheUnavailable("cache did not answer: socket timed out"), request)
         rtt = self.rtt_s * factor
         answer: list[Any] = []
         if outcome is REJECTED:
@@ -220,43 +233,59 @@ class AppServer:
             landing = env.timeout(rtt / 2 - half)
             landing.callbacks.append(lambda _event: answer.append(cache.apply(op, env.now + half)))
         if rtt > self.timeout_s:  # the client gives up first, but the op still lands
-            yield env.timeout(self.timeout_s)
-            raise CacheUnavailable("cache answered too late: socket timed out")
-        yield env.timeout(rtt)
+            return self._fail_after(self.timeout_s, CacheUnavailable("cache answered too late: socket timed out"), request)
         if outcome is REJECTED:
-            raise CacheRejected("OOM command not allowed when used memory > 'maxmemory'")
-        return answer[0]
+            return self._fail_after(rtt, CacheRejected("OOM command not allowed when used memory > 'maxmemory'"), request)
+        env.timeout(rtt).callbacks.append(lambda _event: request.resume(answer[0], None))
 
-    def _wait(self, op: Wait) -> SimGenerator:
-        yield self.env.timeout(op.seconds)
+    def _fail_after(self, seconds: float, failure: BaseException, request: Request) -> None:
+        self.env.timeout(seconds).callbacks.append(lambda _event: request.resume(None, failure))
+
+    def _wait(self, op: Wait, request: Request) -> None:
+        self.env.timeout(op.seconds).callbacks.append(request.answered)
 
     # -- the database ------------------------------------------------------------------------
 
-    def _db_read(self, op: DbRead) -> SimGenerator:
-        env = self.env
+    def _db_read(self, op: DbRead, request: Request) -> None:
+        env, pool = self.env, self.pool
         issued = env.now
-        with self.pool.request() as connection:
-            yield connection
+        connection = pool.request()
+
+        def served(_event: simpy.Event, row: Any) -> None:
+            pool.release(connection)
+            request.resume(row, None)
+
+        def granted(_event: simpy.Event) -> None:
             self.on_db_wait(issued, env.now - issued)
-            self._check_db()
+            if self._db_down():
+                pool.release(connection)
+                return request.resume(None, DatabaseUnavailable("database unreachable"))
             row = op.reader(self.world.db)  # the snapshot: the committed state as the service starts
-            yield env.timeout(self.service.draw(self.db_read_s))
-        return row
+            env.timeout(self.service.draw(self.db_read_s)).callbacks.append(lambda event: served(event, row))
 
-    def _db_write(self, op: DbWrite) -> SimGenerator:
-        env = self.env
+        connection.callbacks.append(granted)
+
+    def _db_write(self, op: DbWrite, request: Request) -> None:
+        env, pool = self.env, self.pool
         issued = env.now
-        with self.pool.request() as connection:
-            yield connection
-            self.on_db_wait(issued, env.now - issued)
-            self._check_db()
-            yield env.timeout(self.service.draw(self.db_write_s))
-            result = op.writer(self.world.db)  # commits now, as the service ends
-        return result
+        connection = pool.request()
 
-    def _check_db(self) -> None:
-        if self.faults is not None and self.faults.db_down(self.index, self.env.now):
-            raise DatabaseUnavailable("database unreachable")
+        def served(_event: simpy.Event) -> None:
+            result = op.writer(self.world.db)  # commits now, as the service ends
+            pool.release(connection)
+            request.resume(result, None)
+
+        def granted(_event: simpy.Event) -> None:
+            self.on_db_wait(issued, env.now - issued)
+            if self._db_down():
+                pool.release(connection)
+                return request.resume(None, DatabaseUnavailable("database unreachable"))
+            env.timeout(self.service.draw(self.db_write_s)).callbacks.append(served)
+
+        connection.callbacks.append(granted)
+
+    def _db_down(self) -> bool:
+        return self.faults is not None and self.faults.db_down(self.index, self.env.now)
 
     def __repr__(self) -> str:
         return f"<AppServer {self.index} breaker={self.state.breaker!r}>"

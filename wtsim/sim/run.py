@@ -9,9 +9,9 @@ How a run goes:
 2. The :class:`~wtsim.sim.world.World` starts with every row at version 1, and,
    with ``prefill``, a warm cache: the policy's own read of each key, run at
    t = 0 in zero time.
-3. Each arrival becomes a SimPy process on one app server, which runs the
-   policy's generator (:data:`wtsim.policies.POLICIES`) through
-   :func:`~wtsim.sim.driver.run_policy`: the library's own policy code.
+3. Each arrival becomes a :class:`~wtsim.sim.driver.Request` on one app
+   server, which runs the policy's generator (:data:`wtsim.policies.POLICIES`):
+   the library's own policy code, resumed from SimPy event callbacks.
 4. Arrivals stop at ``duration_s``; requests still in flight are allowed to
    finish, so every request that arrived is measured.
 
@@ -33,7 +33,7 @@ from ..breaker import CircuitBreaker
 from ..keys import entry_key
 from ..ops import DbRead, Wait
 from ..policies import CacheState, CacheStats, PolicyConfig, drive
-from .driver import AppServer, ServiceTimes, Tally, run_policy
+from .driver import AppServer, Request, ServiceTimes, Tally
 from .faults import FaultModel
 from .metrics import Recorder, Result
 from ..policies import POLICIES
@@ -216,7 +216,7 @@ class Simulation:
             for at, write, key, server in zip(times, is_write, keys, servers):
                 delay = at - env.now
                 yield env.timeout(delay if delay > 0 else 0.0)
-                env.process(request(write, key, server))
+                request(write, key, server)
 
     def _scripted(self):
         env = self.env
@@ -224,7 +224,7 @@ class Simulation:
             yield env.timeout(max(0.0, request.at_s - env.now))
             trace = {**request.to_dict(), "ops": []}
             self.scripted.append(trace)
-            env.process(self._request(request.kind == WRITE, request.key, request.server, trace))
+            self._request(request.kind == WRITE, request.key, request.server, trace)
 
     def _flush(self, at: float):
         # In the driver's frame (cache ops are applied as sent, at their landing clock),
@@ -233,41 +233,41 @@ class Simulation:
         log.info("t=%.3fs: the cache restarts empty", at)
         self.world.cache.flush()
 
-    def _request(self, write: bool, key: int, server_index: int, trace: dict | None = None):
-        """One request, start to finish, on app server ``server_index``; ``trace`` records its story."""
+    def _request(self, write: bool, key: int, server_index: int, trace: dict | None = None) -> None:
+        """Start one request on app server ``server_index``; record it when it is done. ``trace``: its story."""
         env, db, server = self.env, self.world.db, self.servers[server_index]
         start = env.now
         tally = Tally()
         perform = server.perform if trace is None else self._tracing(server, trace["ops"])
         if write:
+            newest = None
             policy = self.policy.write(server.state, NAMESPACE, key, lambda table: table.commit(key), _serialize)
         else:
             newest = db.versions[key]  # what the oracle compares the answer with
             policy = self.policy.read(server.state, NAMESPACE, key, lambda table: table.row(key), _serialize)
-        try:
-            value = yield from run_policy(policy, perform, tally)
-        except DatabaseUnavailable:
-            failed, value = True, None
-        else:
-            failed = False
-        latency = env.now - start
-        version = None if failed else value["version"]
-        if write:
-            self.recorder.write(start, latency, tally, failed)
-            staleness = None
-        else:
-            stale = version is not None and version < newest  # the oracle: see SimDB.staleness
-            staleness = db.staleness(key, version, newest, start) if stale else None
-            self.recorder.read(start, latency, tally, failed, staleness)
-        if trace is not None:
-            trace.update(version=version, failed=failed, latency_s=latency, staleness_s=staleness)
+
+        def done(value, failure) -> None:
+            failed = failure is not None
+            latency = env.now - start
+            version = None if failed else value["version"]
+            if write:
+                self.recorder.write(start, latency, tally, failed)
+                staleness = None
+            else:
+                stale = version is not None and version < newest  # the oracle: see SimDB.staleness
+                staleness = db.staleness(key, version, newest, start) if stale else None
+                self.recorder.read(start, latency, tally, failed, staleness)
+            if trace is not None:
+                trace.update(version=version, failed=failed, latency_s=latency, staleness_s=staleness)
+
+        Request(policy, perform, tally, done)
 
     def _tracing(self, server: AppServer, ops: list):
         env = self.env
 
-        def perform(op):
+        def perform(op, request):
             ops.append({"t": env.now, "op": type(op).__name__})
-            return server.perform(op)
+            server.perform(op, request)
 
         return perform
 
