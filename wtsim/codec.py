@@ -19,13 +19,15 @@ the clock: the simulator swaps in a codec that keeps entries decoded.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """A decoded cache payload: a value, a tombstone, or another reader's lease."""
+class Entry(NamedTuple):
+    """A decoded cache payload: a value, a tombstone, or another reader's lease.
+
+    A named tuple rather than a frozen dataclass: every cache hit builds one, and
+    a tuple is built in a third of the time.
+    """
 
     data: dict[str, Any] | None
     version: int | None
