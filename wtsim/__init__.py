@@ -2,19 +2,24 @@
 
 One policy, two worlds: each pattern's decisions live in :mod:`wtsim.policies`
 as generators that yield operations; the real :class:`WriteThroughCache` and
-:class:`CacheAside` perform them on Redis and SQLAlchemy, and :mod:`wtsim.sim`
+:class:`CacheAside` (and :class:`WriteBehindCache` with its
+:class:`WriteBehindFlusher`) perform them on Redis and SQLAlchemy, and :mod:`wtsim.sim`
 performs them in SimPy's simulated time.
 """
 
 import logging
 
 from .breaker import CircuitBreaker
-from .cache import CacheAside, PolicyCache, WriteThroughCache
+from .appliers import upsert_newer
+from .cache import CacheAside, PolicyCache, WriteBehindCache, WriteThroughCache
+from .flusher import WriteBehindFlusher
 from .connections import make_engine, redis_client
 from .keys import entry_key
 from .ops import CacheError, CacheRejected, CacheUnavailable
 from .policies import POLICIES, Stepper, drive
+from .policies.flush import FlushResult
 from .policies.state import CacheStats, PolicyConfig
+from .policies.write_behind import WriteQueueFull
 
 __version__ = "0.1.0"
 
@@ -28,12 +33,17 @@ __all__ = [
     "CircuitBreaker",
     "PolicyCache",
     "PolicyConfig",
+    "FlushResult",
     "Stepper",
+    "WriteBehindCache",
+    "WriteBehindFlusher",
+    "WriteQueueFull",
     "WriteThroughCache",
     "drive",
     "entry_key",
     "make_engine",
     "redis_client",
+    "upsert_newer",
 ]
 
 # A library never prints: log records go nowhere unless the application configures logging.

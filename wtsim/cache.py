@@ -4,7 +4,9 @@ This module is the *real* driver. The decisions (what to write first, what a
 failure means, when to populate) live in :mod:`wtsim.policies`; here each
 operation a policy yields is performed on a Redis client (redis-py or
 fakeredis) and a SQLAlchemy ``Session``. :class:`PolicyCache` is that driver,
-once; :class:`WriteThroughCache` and :class:`CacheAside` only name their policy.
+once; :class:`WriteThroughCache` and :class:`CacheAside` only name their policy,
+and :class:`WriteBehindCache` also gives its write its own signature (a row
+to queue, no database writer). Its flusher is :mod:`wtsim.flusher`.
 
 * a ``DbWrite`` runs the writer and commits; on any failure it rolls back, so
   the session stays usable, and the exception goes back to the policy;
@@ -39,7 +41,9 @@ from .ops import (
     CacheDelete,
     CacheGet,
     CacheLease,
+    CachePopulate,
     CachePurge,
+    CacheQueueWrite,
     CacheRejected,
     CacheSet,
     CacheSetIfNewer,
@@ -49,9 +53,10 @@ from .ops import (
     DbRead,
     DbWrite,
     Op,
+    QueueAnswer,
     Wait,
 )
-from .policies import Stepper, cache_aside, drive, write_through
+from .policies import Stepper, cache_aside, drive, write_behind, write_through
 from .policies.state import CacheState, CacheStats, PolicyConfig
 
 log = logging.getLogger("wtsim.cache")
@@ -143,6 +148,8 @@ class PolicyCache:
         self._tombstone = redis_client.register_script(scripts.TOMBSTONE)
         self._lease = redis_client.register_script(scripts.LEASE)
         self._set_leased = redis_client.register_script(scripts.SET_LEASED)
+        self._queue_write = redis_client.register_script(scripts.QUEUE_WRITE)
+        self._populate_script = redis_client.register_script(scripts.POPULATE)
         self._perform_cache = {
             CacheGet: self._get,
             CacheSet: self._set,
@@ -152,6 +159,8 @@ class PolicyCache:
             CachePurge: self._purge,
             CacheLease: self._take_lease,
             CacheSetLeased: self._populate_leased,
+            CacheQueueWrite: self._queue,
+            CachePopulate: self._populate,
         }
 
     # -- the public API -------------------------------------------------------------------
@@ -269,6 +278,22 @@ class PolicyCache:
         ttl = "" if op.ttl_s is None else _ms(op.ttl_s)
         return bool(self._set_leased(keys=[op.key], args=[op.payload, op.lease, ttl]))
 
+    def _queue(self, op: CacheQueueWrite) -> QueueAnswer:
+        base = "" if op.base_version is None else op.base_version
+        first, second = self._queue_write(
+            keys=[op.key, op.stream],
+            args=[op.data_json, base, op.max_pending, op.namespace, op.id_json],
+        )
+        if first == 0:
+            return QueueAnswer(None, pending=second)
+        if first == -1:
+            return QueueAnswer(None, need_base=True)
+        return QueueAnswer(int(first))
+
+    def _populate(self, op: CachePopulate) -> bool:
+        ttl = "" if op.ttl_s is None else _ms(op.ttl_s)
+        return bool(self._populate_script(keys=[op.key], args=[op.payload, ttl]))
+
     def _delete(self, op: CacheDelete) -> int:
         return self.redis.delete(*op.keys)
 
@@ -320,6 +345,90 @@ class CacheAside(PolicyCache):
     """
 
     policy = cache_aside
+
+
+class WriteBehindCache(PolicyCache):
+    """Write-behind: a write is queued in Redis (entry and stream, one script); a flusher writes the database.
+
+    The policy is :mod:`wtsim.policies.write_behind`. ``stream`` is the Redis
+    Stream of queued writes (default ``<prefix>:queue``), which
+    :class:`wtsim.WriteBehindFlusher` drains; past ``max_pending`` entries in it
+    a write raises :class:`~wtsim.policies.write_behind.WriteQueueFull`.
+    ``default_ttl`` is what a populated entry gets; a dirty one has none until
+    it is flushed. Versions are always kept (``version_field`` of each row).
+
+    Caveat: the script touches the entry key and the stream key, which lie in
+    different hash slots on Redis Cluster; this class is for one Redis (or a
+    primary and its replicas).
+    """
+
+    policy = write_behind
+
+    def __init__(
+        self,
+        redis_client: redis.Redis,
+        *,
+        prefix: str = "wtc",
+        stream: str | None = None,
+        max_pending: int = 100_000,
+        default_ttl: float | None = 3600,
+        version_field: str = "version",
+        breaker: CircuitBreaker | bool = True,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
+            raise ValueError(f"max_pending must be an integer >= 1, got {max_pending!r}")
+        if stream is not None and (not isinstance(stream, str) or not stream):
+            raise ValueError(f"stream must be a non-empty string or None for '<prefix>:queue', got {stream!r}")
+        super().__init__(redis_client, default_ttl, prefix=prefix, versioned=True, version_field=version_field,
+                         outage_repair=False, breaker=breaker, clock=clock)
+        self.stream = stream if stream is not None else default_stream(prefix)
+        self.max_pending = max_pending
+
+    def write(  # type: ignore[override]  # write-behind queues a row; there is no database writer
+        self,
+        namespace: str,
+        entity_id: EntityId,
+        data: dict,
+        *,
+        db: Any = None,
+        version_reader: Callable[[Any], int | None] | None = None,
+    ) -> int:
+        """Queue ``data`` as the new row; return its version. Never waits for the database.
+
+        ``version_reader(db)`` answers the row's version in the database (``None``
+        when absent); it runs only when the entry is not cached.
+        """
+        policy = self._write_policy(namespace, entity_id, data, version_reader)
+        return drive(policy, lambda op: self.perform(op, db))
+
+    def step_write(  # type: ignore[override]
+        self, namespace: str, entity_id: EntityId, data: dict, *, db: Any = None, version_reader=None
+    ) -> Stepper:
+        """A :class:`Stepper` over :meth:`write`, to interleave it with another call by hand."""
+        policy = self._write_policy(namespace, entity_id, data, version_reader)
+        return Stepper(policy, lambda op: self.perform(op, db))
+
+    def invalidate(self, namespace: str, entity_id: EntityId, version: int | None = None) -> bool:
+        """Not offered: dropping a dirty entry would lose the read-your-writes view of a queued write."""
+        raise TypeError("WriteBehindCache entries are not invalidated: they expire once flushed")
+
+    def pending(self) -> int:
+        """How many writes wait in the stream (``XLEN``: the flusher deletes what it applied)."""
+        return self.redis.xlen(self.stream)
+
+    def _write_policy(self, namespace, entity_id, data, version_reader):
+        return self.policy.write(self.state, namespace, entity_id, data, self.stream, self.max_pending,
+                                 version_reader)
+
+    def __repr__(self) -> str:
+        return f"<WriteBehindCache prefix={self.config.prefix!r} stream={self.stream!r} max_pending={self.max_pending}>"
+
+
+def default_stream(prefix: str) -> str:
+    """The write-behind stream of ``prefix`` when none is named: ``<prefix>:queue``."""
+    entry_key(prefix, "", "")  # validates the prefix
+    return f"{prefix}:queue"
 
 
 def _expiry(ttl_s: float | None) -> dict[str, int]:

@@ -3,7 +3,10 @@
 An entry is ``{"v": <version or null>, "d": <the serialized row>}``, plus, with
 early recompute on, ``"x"`` (how long the database read took) and ``"e"`` (when
 the entry expires, on the cache's clock); a tombstone is
-``{"v": <version or null>, "t": 1}``; a lease is ``{"l": <token>}``. The version
+``{"v": <version or null>, "t": 1}``; a lease is ``{"l": <token>}``. A
+write-behind entry not yet in the database is *dirty*: ``{"v": N, "w": 1, "d": ...}``,
+built by string concatenation (here and, identically, in the Lua script
+:data:`wtsim.scripts.QUEUE_WRITE`) so the flusher can rebuild its exact bytes. The version
 travels with the value so that a compare-and-set at the cache (versioned mode)
 can refuse an older one. Unpickling a cache payload would let whoever can write
 to Redis run code in every app server; JSON cannot.
@@ -35,6 +38,7 @@ class Entry(NamedTuple):
     lease: str | None = None
     delta: float | None = None  # seconds the database read took (early recompute)
     expires_at: float | None = None  # when the entry expires, on the policy's clock (early recompute)
+    dirty: bool = False  # write-behind: queued, not yet in the database
 
 
 FOREIGN = Entry(data=None, version=None)
@@ -53,6 +57,23 @@ def encode(data: dict[str, Any], version: int | None = None, delta: float | None
         envelope["x"], envelope["e"] = delta, expires_at
     # allow_nan=False: NaN and Infinity are not JSON, and other readers would reject them.
     return json.dumps(envelope, separators=_COMPACT, allow_nan=False)
+
+
+def encode_data(data: dict[str, Any]) -> str:
+    """A row as compact JSON, the ``d`` of an envelope; raise TypeError/ValueError if not JSON."""
+    if not isinstance(data, dict):
+        raise TypeError(f"data must be a dict, got {type(data).__name__}")
+    return json.dumps(data, separators=_COMPACT, allow_nan=False)
+
+
+def dirty_payload(version: int, data_json: str) -> str:
+    """The exact bytes of a dirty entry, as the Lua script QUEUE_WRITE builds them."""
+    return '{"v":' + str(version) + ',"w":1,"d":' + data_json + "}"
+
+
+def clean_payload(version: int, data_json: str) -> str:
+    """The entry once its version is in the database: the same row, not dirty."""
+    return '{"v":' + str(version) + ',"d":' + data_json + "}"
 
 
 def encode_tombstone(version: int | None) -> str:
@@ -82,6 +103,8 @@ def decode(raw: bytes | str) -> Entry:
     data = obj.get("d")
     if type(data) is dict:
         if "x" not in obj:
+            if "w" in obj:
+                return Entry(data, version, dirty=obj["w"] == 1 and obj["w"] is not True)
             return Entry(data, version)
         delta, expires_at = obj["x"], obj.get("e")
         if not (_is_seconds(delta) and _is_seconds(expires_at)):

@@ -4,8 +4,8 @@ A policy never touches a socket, a session or a clock. It *yields* one of these
 small frozen objects, and the driver that runs it performs the operation and
 sends the result back (or throws the failure in at the ``yield``):
 
-* the real driver (:class:`wtsim.WriteThroughCache`) performs them on redis-py
-  and a SQLAlchemy ``Session``;
+* the real drivers (:class:`wtsim.WriteThroughCache` and its siblings, and
+  :class:`wtsim.WriteBehindFlusher`) perform them on redis-py and SQLAlchemy;
 * the simulated driver (:mod:`wtsim.sim.driver`) charges round trips and
   service times in SimPy and applies them to an in-memory world.
 
@@ -134,6 +134,126 @@ class CacheSetLeased:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheQueueWrite:
+    """Write-behind: store a dirty entry at ``key`` and append it to ``stream``, atomically (one Lua script).
+
+    ``data_json`` is the row as JSON. The new version is one more than the
+    entry's; when no entry is there, one more than ``base_version``, or, when
+    that is ``None``, nothing is written and the answer asks for it. The answer
+    is :class:`QueueAnswer`. Refused, writing nothing, while ``stream`` already
+    holds ``max_pending`` entries.
+    """
+
+    key: str
+    stream: str
+    namespace: str
+    id_json: str
+    data_json: str
+    base_version: int | None
+    max_pending: int
+
+
+@dataclass(frozen=True, slots=True)
+class QueueAnswer:
+    """What a :class:`CacheQueueWrite` answered: ``version`` assigned (``None``: not written).
+
+    ``need_base``: no entry was cached and no base version was given;
+    ``pending``: how many entries the stream held when refused as full.
+    """
+
+    version: int | None
+    need_base: bool = False
+    pending: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CachePopulate:
+    """Store ``payload`` at ``key`` for ``ttl_s`` unless a value (dirty or clean) is there; ``True`` when stored.
+
+    The write-behind populate: a tombstone, a lease or a foreign payload gives
+    way, a value never does, so a reader cannot replace a write still queued.
+    """
+
+    key: str
+    payload: Any
+    ttl_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheUnpin:
+    """For each ``(key, dirty, clean)``: if ``dirty`` is still there byte for byte, store ``clean`` for ``ttl_s``.
+
+    The flusher's compare-and-set once a version is committed: the entry may
+    now expire; a newer dirty write stays pinned. The answer is how many were
+    replaced.
+    """
+
+    entries: tuple[tuple[str, str, str], ...]
+    ttl_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamCreateGroup:
+    """Create consumer ``group`` on ``stream`` (and the stream), unless it exists; the answer is ``None``."""
+
+    stream: str
+    group: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRead:
+    """Read up to ``count`` entries for ``consumer`` of ``group`` (``XREADGROUP``).
+
+    ``pending=True`` re-reads the entries this consumer was given and never
+    acknowledged (id ``0``); otherwise new ones (id ``>``), blocking up to
+    ``block_s`` for the first. The answer is a list of ``(entry_id, fields)``,
+    both as ``str``.
+    """
+
+    stream: str
+    group: str
+    consumer: str
+    count: int
+    pending: bool = False
+    block_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamClaim:
+    """Take over up to ``count`` entries pending longer than ``min_idle_s`` for any consumer (``XAUTOCLAIM``).
+
+    The answer is a list of ``(entry_id, fields)``, as :class:`StreamRead`'s.
+    """
+
+    stream: str
+    group: str
+    consumer: str
+    min_idle_s: float
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAck:
+    """Acknowledge ``ids`` in ``group`` and delete them from ``stream`` (``XACK`` + ``XDEL``, one transaction).
+
+    Deleting keeps ``XLEN`` equal to what is still to flush. The answer is how
+    many were acknowledged.
+    """
+
+    stream: str
+    group: str
+    ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAdd:
+    """Append ``fields`` to ``stream`` (``XADD``); the answer is the new entry's id."""
+
+    stream: str
+    fields: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Wait:
     """Let ``seconds`` pass (a reader waiting for another's lease); the answer is ``None``.
 
@@ -162,6 +282,8 @@ class DbWrite:
     writer: Callable[[Any], Any]
 
 
-CacheOp = CacheGet | CacheSet | CacheSetIfNewer | CacheDelete | CacheTombstone | CachePurge | CacheLease | CacheSetLeased
+CacheOp = (CacheGet | CacheSet | CacheSetIfNewer | CacheDelete | CacheTombstone | CachePurge | CacheLease
+           | CacheSetLeased | CacheQueueWrite | CachePopulate | CacheUnpin)
+StreamOp = StreamCreateGroup | StreamRead | StreamClaim | StreamAck | StreamAdd
 DbOp = DbRead | DbWrite
-Op = CacheOp | DbOp | Wait
+Op = CacheOp | StreamOp | DbOp | Wait

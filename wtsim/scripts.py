@@ -78,3 +78,72 @@ else
 end
 return 1
 """
+
+# -- write-behind --------------------------------------------------------------------------
+# Their own arguments, given above each. A dirty entry is built by concatenation,
+# exactly as wtsim.codec.dirty_payload builds it, so the flusher can compare bytes.
+
+# Queue a write (KEYS[1] the entry key, KEYS[2] the stream; ARGV[1] the row as
+# JSON, ARGV[2] the base version or "", ARGV[3] max_pending, ARGV[4] the
+# namespace, ARGV[5] the entity id as JSON). The new version is one more than
+# the cached entry's (value or tombstone), else than the base. Answers
+# {0, pending} when the stream is full, {-1, pending} when the base is needed,
+# {version, stream entry id} when written. SET without EX: a dirty entry has no
+# TTL, so no volatile-* maxmemory policy evicts it.
+QUEUE_WRITE = """
+local pending = redis.call('XLEN', KEYS[2])
+if pending >= tonumber(ARGV[3]) then return {0, pending} end
+local version
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, env = pcall(cjson.decode, current)
+  if ok and type(env) == 'table' and type(env['v']) == 'number'
+     and (type(env['d']) == 'table' or env['t'] == 1) then
+    version = env['v'] + 1
+  end
+end
+if not version then
+  if ARGV[2] == '' then return {-1, pending} end
+  version = tonumber(ARGV[2]) + 1
+end
+local v = string.format('%d', version)
+redis.call('SET', KEYS[1], '{"v":' .. v .. ',"w":1,"d":' .. ARGV[1] .. '}')
+local id = redis.call('XADD', KEYS[2], '*', 'ns', ARGV[4], 'id', ARGV[5], 'v', v, 'p', ARGV[1])
+return {version, id}
+"""
+
+# Populate on a miss (KEYS[1]; ARGV[1] the payload; ARGV[2] the TTL in
+# milliseconds, "" for none) unless a value, dirty or clean, is there: a
+# tombstone, a lease or a foreign payload gives way. Answer 1 (stored) or 0.
+POPULATE = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, env = pcall(cjson.decode, current)
+  if ok and type(env) == 'table' and type(env['d']) == 'table' then return 0 end
+end
+if ARGV[2] == '' then
+  redis.call('SET', KEYS[1], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
+return 1
+"""
+
+# Un-pin flushed entries (KEYS: entry keys; ARGV[1] the TTL in milliseconds, ""
+# for none; then per key its dirty payload and its clean payload). Only an
+# entry still holding that exact dirty payload is replaced: a newer write stays
+# pinned. Answer how many were replaced.
+UNPIN = """
+local done = 0
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[2 * i] then
+    if ARGV[1] == '' then
+      redis.call('SET', key, ARGV[2 * i + 1])
+    else
+      redis.call('SET', key, ARGV[2 * i + 1], 'PX', ARGV[1])
+    end
+    done = done + 1
+  end
+end
+return done
+"""

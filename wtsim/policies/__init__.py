@@ -17,7 +17,7 @@ import types
 from typing import Any, Callable
 
 from ..ops import Op
-from . import cache_aside, no_cache, write_through
+from . import cache_aside, flush, no_cache, write_behind, write_through
 from .guarded import Policy
 from .state import CacheState, CacheStats, PolicyConfig, Suspects
 
@@ -26,7 +26,12 @@ POLICIES: dict[str, types.ModuleType] = {
     "cache-aside": cache_aside,
     "write-through": write_through,
 }
-"""Pattern name -> the module whose ``read`` and ``write`` generators implement it."""
+"""Pattern name -> the module whose ``read`` and ``write`` generators implement it.
+
+Write-behind (:mod:`.write_behind`, flushed by :mod:`.flush`) is not listed:
+its ``write`` queues a row instead of running a database writer, so the
+simulator cannot call it yet.
+"""
 
 
 def policy_module(name: str) -> types.ModuleType:
@@ -47,9 +52,11 @@ __all__ = [
     "Suspects",
     "cache_aside",
     "drive",
+    "flush",
     "no_cache",
     "policy_module",
     "resume",
+    "write_behind",
     "write_through",
 ]
 

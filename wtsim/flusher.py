@@ -1,0 +1,227 @@
+"""The write-behind flusher: the policy of :mod:`wtsim.policies.flush` driven on redis-py and SQLAlchemy.
+
+A driver, as :class:`wtsim.PolicyCache` is: the decisions (what to read, how to
+coalesce, when to retry, what goes to the dead-letter stream) are the policy's;
+here each op is performed on Redis or in a new ``Session`` of ``engine``. A
+``DbWrite`` is one transaction: the writer, then the commit, or a rollback.
+
+Usage::
+
+    flusher = WriteBehindFlusher(redis_client, engine, {"products": upsert_newer(Product)})
+    flusher.flush_once()          # one batch; returns a FlushResult
+    flusher.run(stop_event)       # until stop_event is set
+
+Caveat: the stream and the entry keys lie in different hash slots on Redis
+Cluster; this is for one Redis (or a primary and its replicas).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any, Callable, Mapping
+
+import redis
+import sqlalchemy.exc
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session
+
+from . import scripts
+from .cache import _UNAVAILABLE, PolicyCache, _ms, default_stream
+from .ops import (
+    CacheRejected,
+    CacheUnavailable,
+    CacheUnpin,
+    DbWrite,
+    Op,
+    StreamAck,
+    StreamAdd,
+    StreamClaim,
+    StreamCreateGroup,
+    StreamRead,
+    Wait,
+)
+from .policies import drive
+from .policies.flush import Applier, FlushConfig, FlushResult, FlushState, FlushStats, flush_once
+
+log = logging.getLogger("wtsim.flusher")
+
+TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
+    sqlalchemy.exc.OperationalError,  # connection refused or lost, server shutting down, locked (SQLite)
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,  # no connection free in the pool
+)
+"""Database errors that mean "the database is down, retry later", never "this entry is bad"."""
+
+
+class WriteBehindFlusher:
+    """Drain the write-behind stream into the database; see :mod:`wtsim.policies.flush`.
+
+    ``appliers`` maps a namespace to ``applier(session, entity_id, data, version)``
+    (:func:`wtsim.upsert_newer` makes one for a mapped model). ``stream``
+    defaults to ``<prefix>:queue``, as :class:`wtsim.WriteBehindCache`'s.
+    ``consumer`` names this flusher in the group (default: host and process);
+    entries another consumer left unacknowledged for ``claim_idle_s`` are taken
+    over. An entry whose applier raises ``max_attempts`` times goes to
+    ``<stream>:dead``. ``default_ttl`` is what a flushed entry gets.
+    """
+
+    def __init__(
+        self,
+        redis_client: redis.Redis,
+        engine: Engine,
+        appliers: Mapping[str, Applier],
+        *,
+        prefix: str = "wtc",
+        stream: str | None = None,
+        group: str = "wtsim-flushers",
+        consumer: str | None = None,
+        batch: int = 100,
+        max_delay_s: float = 0.1,
+        claim_idle_s: float | None = 30.0,
+        default_ttl: float | None = 3600,
+        max_attempts: int = 5,
+        backoff_s: float = 0.05,
+        backoff_max_s: float = 5.0,
+        transient: tuple[type[BaseException], ...] = TRANSIENT_DB_ERRORS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not isinstance(appliers, Mapping) or not all(callable(a) for a in appliers.values()):
+            raise TypeError("appliers must map each namespace to a callable(session, entity_id, data, version)")
+        config = FlushConfig(
+            stream=stream if stream is not None else default_stream(prefix),
+            group=group,
+            consumer=consumer if consumer is not None else f"{socket.gethostname()}-{os.getpid()}",
+            prefix=prefix,
+            batch=batch,
+            max_delay_s=max_delay_s,
+            claim_idle_s=claim_idle_s,
+            default_ttl=default_ttl,
+            max_attempts=max_attempts,
+            backoff_s=backoff_s,
+            backoff_max_s=backoff_max_s,
+            transient=transient,
+        )
+        self.redis = redis_client
+        self.engine = engine
+        self.appliers = dict(appliers)
+        self.state = FlushState(config=config, clock=clock)
+        self._unpin = redis_client.register_script(scripts.UNPIN)
+        self._perform_redis = {
+            StreamCreateGroup: self._create_group,
+            StreamRead: self._read,
+            StreamClaim: self._claim,
+            StreamAck: self._ack,
+            StreamAdd: self._add,
+            CacheUnpin: self._unpin_entries,
+        }
+
+    @property
+    def config(self) -> FlushConfig:
+        """The settings this flusher was built with."""
+        return self.state.config
+
+    @property
+    def stats(self) -> FlushStats:
+        """Counters: batches, read, claimed, applied, coalesced, acked, dead, unpinned, retries, db_errors."""
+        return self.state.stats
+
+    def flush_once(self) -> FlushResult:
+        """Flush one batch (waiting up to ``max_delay_s`` for the first entry); return what was done."""
+        return drive(flush_once(self.state, self.appliers), self.perform)
+
+    def run(self, stop_event: threading.Event, *, error_pause_s: float = 1.0) -> None:
+        """Flush batches until ``stop_event`` is set; an error is logged, then retried after ``error_pause_s``."""
+        while not stop_event.is_set():
+            try:
+                self.flush_once()
+            except Exception:
+                log.exception("write-behind flush failed; retrying in %.1fs", error_pause_s)
+                stop_event.wait(error_pause_s)
+
+    # -- the driver -----------------------------------------------------------------------
+
+    def perform(self, op: Op) -> Any:
+        """Carry out one operation on Redis or in a new session."""
+        call = self._perform_redis.get(type(op))
+        if call is not None:
+            try:
+                return call(op)
+            except _UNAVAILABLE as exc:
+                raise CacheUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            except redis.exceptions.RedisError as exc:
+                raise CacheRejected(f"{type(exc).__name__}: {exc}") from exc
+        if type(op) is DbWrite:
+            with Session(self.engine) as session:
+                return PolicyCache._db_call(session, op.writer, commit=True)
+        if type(op) is Wait:
+            time.sleep(op.seconds)
+            return None
+        raise TypeError(f"{type(self).__name__} cannot perform {op!r}")
+
+    def _create_group(self, op: StreamCreateGroup) -> None:
+        try:
+            self.redis.xgroup_create(op.stream, op.group, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def _read(self, op: StreamRead) -> list[tuple[str, dict[str, str] | None]]:
+        block = None if op.pending or op.block_s is None else _ms(op.block_s)
+        answer = self.redis.xreadgroup(op.group, op.consumer, {op.stream: "0" if op.pending else ">"},
+                                       count=op.count, block=block)
+        if not answer:
+            return []
+        return [(_text(i), _decoded(f)) for i, f in _messages(answer)]
+
+    def _claim(self, op: StreamClaim) -> list[tuple[str, dict[str, str] | None]]:
+        answer = self.redis.xautoclaim(op.stream, op.group, op.consumer, _ms(op.min_idle_s),
+                                       start_id="0-0", count=op.count)
+        claimed = [(_text(i), _decoded(f)) for i, f in answer[1]]
+        deleted = [(_text(i), None) for i in (answer[2] if len(answer) > 2 else ())]
+        return claimed + deleted
+
+    def _ack(self, op: StreamAck) -> int:
+        if not op.ids:
+            return 0
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xack(op.stream, op.group, *op.ids)
+            pipe.xdel(op.stream, *op.ids)
+            acked, _ = pipe.execute()
+        return acked
+
+    def _add(self, op: StreamAdd) -> str:
+        return _text(self.redis.xadd(op.stream, dict(op.fields)))
+
+    def _unpin_entries(self, op: CacheUnpin) -> int:
+        if not op.entries:
+            return 0
+        ttl = "" if op.ttl_s is None else _ms(op.ttl_s)
+        args: list[Any] = [ttl]
+        for _, dirty, clean in op.entries:
+            args += [dirty, clean]
+        return int(self._unpin(keys=[key for key, _, _ in op.entries], args=args))
+
+    def __repr__(self) -> str:
+        c = self.config
+        return f"<WriteBehindFlusher stream={c.stream!r} group={c.group!r} consumer={c.consumer!r}>"
+
+
+def _messages(answer: Any) -> list:
+    """The messages of an XREADGROUP answer on one stream (RESP2 list or RESP3 dict)."""
+    if isinstance(answer, dict):
+        return [m for value in answer.values() for m in (value[0] if value and isinstance(value[0], list) else value)]
+    return [m for _, messages in answer for m in messages]
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _decoded(raw: dict | None) -> dict[str, str] | None:
+    if raw is None:  # an entry deleted while pending
+        return None
+    return {_text(k): _text(v) for k, v in raw.items()}
