@@ -120,3 +120,24 @@ def make_cache(redis_conn, key_prefix):
         return WriteThroughCache(redis_conn, **options)
 
     return make
+
+
+@pytest.fixture(params=[False, True], ids=["naive", "versioned"])
+def versioned(request) -> bool:
+    """Run the test with versioned=False and with versioned=True."""
+    return request.param
+
+
+@pytest.fixture
+def events(db, monkeypatch) -> list[str]:
+    """A shared log of calls; the session's commit and rollback write to it."""
+    log: list[str] = []
+    for name in ("commit", "rollback"):
+        original = getattr(db, name)
+
+        def recorded(*args, _name=name, _original=original, **kwargs):
+            log.append(f"db.{_name}")
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(db, name, recorded)
+    return log

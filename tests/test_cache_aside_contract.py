@@ -55,27 +55,6 @@ from wtsim.ops import CacheDelete, CacheGet, CacheSet, CacheSetIfNewer, CacheTom
 TOMBSTONE_TTL = 5.0
 
 
-@pytest.fixture(params=[False, True], ids=["naive", "versioned"])
-def versioned(request) -> bool:
-    """Run the test with versioned=False and with versioned=True."""
-    return request.param
-
-
-@pytest.fixture
-def events(db, monkeypatch) -> list[str]:
-    """A shared log of calls; the session's commit and rollback write to it."""
-    log: list[str] = []
-    for name in ("commit", "rollback"):
-        original = getattr(db, name)
-
-        def recorded(*args, _name=name, _original=original, **kwargs):
-            log.append(f"db.{_name}")
-            return _original(*args, **kwargs)
-
-        monkeypatch.setattr(db, name, recorded)
-    return log
-
-
 @pytest.fixture
 def make_aside(redis_conn, key_prefix):
     """Factory: ``make_aside(**options)`` builds a CacheAside on ``redis_conn``."""
