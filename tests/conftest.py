@@ -23,6 +23,7 @@ import redis
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from servers import RedisServer
 from wtsim import WriteThroughCache, make_engine, redis_client
 from wtsim.models import Base, load_catalog
 
@@ -141,3 +142,18 @@ def events(db, monkeypatch) -> list[str]:
 
         monkeypatch.setattr(db, name, recorded)
     return log
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A private redis-server; killed at the end whatever happens."""
+    with RedisServer(tmp_path / "redis") as srv:
+        yield srv
+
+
+@pytest.fixture
+def raw(server):
+    """A patient client of the private server, to set up and inspect it."""
+    client = server.client()
+    yield client
+    client.close()

@@ -16,7 +16,7 @@ import time
 import pytest
 from sqlalchemy.orm import Session
 
-from servers import HangProxy, RedisServer
+from servers import HangProxy
 from wtsim import CircuitBreaker, WriteThroughCache, codec, make_engine, redis_client
 from wtsim.keys import namespace_prefix
 from wtsim.models import Product, load_catalog, product_dict
@@ -39,21 +39,6 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
-
-
-@pytest.fixture
-def server(tmp_path):
-    """A private redis-server; killed at the end whatever happens."""
-    with RedisServer(tmp_path / "redis") as srv:
-        yield srv
-
-
-@pytest.fixture
-def raw(server):
-    """A patient client of the private server, to set up and inspect it."""
-    client = server.client()
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ import time
 import pytest
 from sqlalchemy.orm import Session
 
-from servers import RedisServer
 from wtsim import CacheAside, WriteThroughCache, codec, make_engine, redis_client
 from wtsim.models import Product, load_catalog, product_dict
 from wtsim.ops import CacheGet, CacheLease, CacheSetLeased, DbRead, Wait
@@ -139,19 +138,6 @@ def test_an_expired_lease_cannot_populate(make, db, redis_conn):
 
 
 # -- the two gaps, on a private redis-server -------------------------------------------------
-
-
-@pytest.fixture
-def server(tmp_path):
-    with RedisServer(tmp_path / "redis") as srv:
-        yield srv
-
-
-@pytest.fixture
-def raw(server):
-    client = server.client()
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -24,9 +24,8 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ..keys import EntityId, namespace_prefix
-from ..ops import DbWrite
 from . import guarded
-from .entries import ttl_for, version_of
+from .entries import commit, ttl_for, version_of
 from .guarded import Policy
 from .read_through import invalidate, read
 from .state import CacheState
@@ -43,15 +42,10 @@ def write(
     ttl: float | None = None,
 ) -> Policy:
     """Write to the database, then invalidate the cached entry; return what ``db_writer`` returned."""
-    config, stats = state.config, state.stats
+    config = state.config
     key = state.key(namespace, entity_id)
     ttl_for(config, ttl)  # the same arguments as write-through, checked the same way
-    try:
-        result = yield DbWrite(db_writer)
-    except Exception:
-        stats.db_errors += 1
-        raise  # the driver rolled back; the cache was not touched
-    stats.db_writes += 1
+    result = yield from commit(state, db_writer)
 
     prefix = namespace_prefix(config.prefix, namespace)
     version = None

@@ -1,8 +1,11 @@
-"""From a row to a cache entry: its TTL, its version, and the op that stores it.
+"""The steps every pattern's write shares: the commit, then the entry's TTL, version and update op.
 
-Shared by the patterns: a write-through write and every populate store an
-entry the same way, so the rules live once:
+Shared by the patterns: a write commits the same way everywhere, and a
+write-through write and every populate store an entry the same way, so the
+rules live once:
 
+* the commit is one ``DbWrite`` (writer + commit); a failure propagates with
+  the cache untouched (the driver rolled back);
 * the TTL is the call's ``ttl``, else the configured default (``None``: no expiry);
 * in versioned mode the version is ``serialize(row)[version_field]``, an int,
   and the update is a compare-and-set (:class:`~wtsim.ops.CacheSetIfNewer`);
@@ -13,8 +16,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..ops import CacheSet, CacheSetIfNewer, Op
+from typing import Callable, Generator
+
+from ..ops import CacheSet, CacheSetIfNewer, DbWrite, Op
 from .state import CacheState, PolicyConfig
+
+
+def commit(state: CacheState, db_writer: Callable[[Any], Any]) -> Generator[Op, Any, Any]:
+    """Run ``db_writer`` and commit (one ``DbWrite``); count it; return what the writer returned."""
+    try:
+        result = yield DbWrite(db_writer)
+    except Exception:
+        state.stats.db_errors += 1
+        raise  # the driver rolled back; the cache was not touched
+    state.stats.db_writes += 1
+    return result
 
 
 def ttl_for(config: PolicyConfig, ttl: float | None) -> float | None:

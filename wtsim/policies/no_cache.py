@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ..keys import EntityId
-from ..ops import DbRead, DbWrite
+from ..ops import DbRead
 from .state import CacheState
+from .entries import commit
 from .guarded import Policy
 
 
@@ -39,6 +40,4 @@ def write(
     ttl: float | None = None,
 ) -> Policy:
     """Write to the database and commit; return what ``db_writer`` returned."""
-    result = yield DbWrite(db_writer)
-    state.stats.db_writes += 1
-    return result
+    return (yield from commit(state, db_writer))

@@ -32,9 +32,8 @@ import logging
 from typing import Any, Callable
 
 from ..keys import EntityId, namespace_prefix
-from ..ops import DbWrite
 from . import guarded
-from .entries import count_update, ttl_for, update_op, version_of
+from .entries import commit, count_update, ttl_for, update_op, version_of
 from .guarded import Policy
 from .read_through import invalidate, read
 from .state import CacheState
@@ -53,15 +52,10 @@ def write(
     ttl: float | None = None,
 ) -> Policy:
     """Write to the database, then the cache; return what ``db_writer`` returned."""
-    config, stats = state.config, state.stats
+    config = state.config
     key = state.key(namespace, entity_id)
     ttl_s = ttl_for(config, ttl)  # bad input fails here, before anything is written
-    try:
-        result = yield DbWrite(db_writer)
-    except Exception:
-        stats.db_errors += 1
-        raise  # the driver rolled back; the cache was not touched
-    stats.db_writes += 1
+    result = yield from commit(state, db_writer)
 
     prefix = namespace_prefix(config.prefix, namespace)
     version = None
