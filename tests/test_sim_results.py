@@ -42,7 +42,8 @@ def test_result_shape():
     assert len(result.timeline) == 4  # ceil(3.5)
     assert [row["t"] for row in result.timeline] == [0, 1, 2, 3]
     assert set(result.timeline[0]) == {
-        "t", "reads", "writes", "hits", "misses", "db_reads", "db_writes", "stale_reads", "cache_errors", "errors"
+        "t", "reads", "writes", "hits", "misses", "db_reads", "db_writes", "stale_reads", "cache_errors", "errors",
+        "timeouts", "retries", "queue",
     }
 
 

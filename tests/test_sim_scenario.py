@@ -269,7 +269,7 @@ def test_none_is_refused_where_the_declaration_gives_it_no_meaning(tmp_path):
         ({"zipf_alpha": -0.5}, "zipf_alpha must be a number >= 0, got -0.5"),
         ({"cache_capacity": 0.0}, "cache_capacity must be an integer >= 1 or None, got 0"),
         ({"service": "uniform"}, "service must be one of 'exponential', 'deterministic'; got 'uniform'"),
-        ({"policy": "write-around"}, "policy must be one of 'none', 'cache-aside', 'write-through'; got 'write-around'"),
+        ({"policy": "write-around"}, "policy must be one of 'none', 'cache-aside', 'write-through', 'write-behind'; got 'write-around'"),
         ({"faults": 3}, "faults must be a list of Fault (or of tables), got 3"),
     ],
 )

@@ -148,8 +148,8 @@ def test_codec_reads_the_dirty_flag():
     assert not codec.decode('{"v":3,"w":true,"d":{}}').dirty
 
 
-def test_write_behind_is_not_a_registered_simulator_policy():
-    """Its write queues a row instead of running a database writer: the simulator cannot call it yet."""
-    from wtsim.policies import POLICIES
+def test_write_behind_is_a_registered_pattern():
+    """The registry names it, so the simulator and --set policy= accept it."""
+    from wtsim.policies import POLICIES, write_behind
 
-    assert "write-behind" not in POLICIES
+    assert POLICIES["write-behind"] is write_behind

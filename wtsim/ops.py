@@ -276,10 +276,14 @@ class DbWrite:
     """Run ``writer(db)`` and commit; answer what the writer returned.
 
     When the writer or the commit raises, the driver rolls back and the
-    exception reaches the policy unchanged.
+    exception reaches the policy unchanged. ``rows`` says how many rows the
+    writer writes (a flusher's batch): the simulator charges the commit once
+    and each further row a little (``db_write_row_s``); the real drivers
+    ignore it.
     """
 
     writer: Callable[[Any], Any]
+    rows: int = 1
 
 
 CacheOp = (CacheGet | CacheSet | CacheSetIfNewer | CacheDelete | CacheTombstone | CachePurge | CacheLease

@@ -45,6 +45,7 @@ __all__ = [
     "COLORS",
     "STYLE",
     "article_load_figure",
+    "comparison_figure",
     "db_load_figure",
     "db_reads_figure",
     "db_wait_figure",
@@ -504,6 +505,57 @@ def _ms_text(ms: float) -> str:
     if math.isnan(ms):
         return "n/a"
     return f"{ms:,.0f}" if ms >= 100 else f"{ms:.1f}" if ms >= 0.1 else f"{ms:.2f}"
+
+
+def comparison_figure(results: Mapping[str, Result], title: str | None = None) -> Figure:
+    """Patterns side by side (``wtsim compare``): database load, p99 latency, stale reads, writes lost.
+
+    ``results`` maps a policy name to its run of the same scenario. Four
+    panels of bars, one bar (or pair, for latency) per policy, each labelled
+    with its value, so a projector shows the numbers and not only the shapes.
+    """
+    items = _check_results(results, "comparison_figure")
+    names = [textwrap.fill(label, 13) for label, _ in items]
+    runs = [r for _, r in items]
+    x = np.arange(len(items))
+    colors = [COLORS[i % len(COLORS)] for i in range(len(items))]
+    with mpl.rc_context(STYLE):
+        fig = _figure((13.0, 9.0))
+        (load, latency), (stale, lost) = fig.subplots(2, 2)
+        panels = (
+            (load, [r.db_queries_per_s for r in runs], "database queries per second", "{:,.0f}"),
+            (stale, [r.stale_reads for r in runs], "stale reads", "{:,.0f}"),
+            (lost, [r.writes_lost for r in runs], "writes lost (acknowledged, never in the database)", "{:,.0f}"),
+        )
+        for ax, values, what, fmt in panels:
+            bars = ax.bar(x, values, 0.6, color=colors, edgecolor="white", zorder=3)
+            ax.bar_label(bars, labels=[fmt.format(v) for v in values], fontsize=12, padding=2)
+            ax.set_title(what, fontsize=15)
+            ax.set_xticks(x, names)
+            ax.grid(axis="x", visible=False)
+            _counts(ax, max(values) if max(values) > 0 else 1.0)
+        width = 0.38
+        for j, (what, attr, hatch) in enumerate((("read", "read_latency_s", None), ("write", "write_latency_s", "//"))):
+            heights = [_ms(getattr(r, attr)["p99"]) for r in runs]
+            bars = latency.bar(x + (j - 0.5) * width, heights, width, color=colors, hatch=hatch,
+                               edgecolor="white", zorder=3, label=f"{what} p99")
+            latency.bar_label(bars, labels=[_ms_text(h) for h in heights], fontsize=11, padding=2)
+        latency.set_title("p99 latency (ms): reads plain, writes hatched", fontsize=15)
+        latency.set_xticks(x, names)
+        latency.grid(axis="x", visible=False)
+        known = [h for r in runs for h in (_ms(r.read_latency_s["p99"]), _ms(r.write_latency_s["p99"]))
+                 if not math.isnan(h)]
+        latency.set_ylim(0, (max(known) if known else 1.0) * HEADROOM)
+        lags = [r.db_lag_s["p99"] for r in runs]
+        if any(lag for lag in lags):
+            lost.set_xlabel("database lag p99: " + ", ".join(
+                f"{label} {_ms_text(_ms(lag))} ms" for (label, _), lag in zip(items, lags) if lag))
+        fig.suptitle(title or f"{_scenario_name(runs[0])}: the same workload under each pattern")
+    return fig
+
+
+def _scenario_name(result: Result) -> str:
+    return result.scenario.name.rsplit(" [", 1)[0]
 
 
 # -- analytic companions ----------------------------------------------------------------------------

@@ -25,12 +25,15 @@ POLICIES: dict[str, types.ModuleType] = {
     "none": no_cache,
     "cache-aside": cache_aside,
     "write-through": write_through,
+    "write-behind": write_behind,
 }
 """Pattern name -> the module whose ``read`` and ``write`` generators implement it.
 
-Write-behind (:mod:`.write_behind`, flushed by :mod:`.flush`) is not listed:
-its ``write`` queues a row instead of running a database writer, so the
-simulator cannot call it yet.
+Every ``read`` takes the same arguments. The ``write`` of ``none``,
+``cache-aside`` and ``write-through`` runs a database writer; write-behind's
+queues a row instead (and :mod:`.flush` writes it later), so a driver calls it
+with the row: :class:`wtsim.WriteBehindCache` does, and so does the simulator
+(:mod:`wtsim.sim.run`).
 """
 
 

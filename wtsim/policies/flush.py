@@ -26,6 +26,9 @@ One batch (:func:`flush_once`)
        entry: a compare-and-set on its exact dirty bytes replaces it by the
        clean entry with ``default_ttl``; a newer dirty write stays pinned.
 
+After a failed read (Redis restarted without its data answers ``NOGROUP``) the
+next batch creates the group again, from the first entry.
+
 Known gap (crash windows): a flusher that dies between commit and ack has its
 batch redelivered (harmless: the appliers refuse what is not newer); one that
 dies between ack and un-pin leaves those entries dirty and without TTL until
@@ -44,7 +47,18 @@ import tenacity
 
 from .. import codec as _codec
 from ..keys import entry_key
-from ..ops import CacheUnpin, DbWrite, Op, StreamAck, StreamAdd, StreamClaim, StreamCreateGroup, StreamRead, Wait
+from ..ops import (
+    CacheError,
+    CacheUnpin,
+    DbWrite,
+    Op,
+    StreamAck,
+    StreamAdd,
+    StreamClaim,
+    StreamCreateGroup,
+    StreamRead,
+    Wait,
+)
 from .guarded import Policy
 
 log = logging.getLogger("wtsim.policies.flush")
@@ -153,7 +167,13 @@ def flush_once(state: FlushState, appliers: Mapping[str, Applier]) -> Policy:
     if not state.group_ready:
         yield StreamCreateGroup(config.stream, config.group)
         state.group_ready = True
-    entries, claimed = yield from _next_entries(state)
+    try:
+        entries, claimed = yield from _next_entries(state)
+    except CacheError:
+        # Redis restarted empty (its group gone: NOGROUP) or did not answer: make sure of the group
+        # again next time; creating one that exists is harmless.
+        state.group_ready = False
+        raise
     if not entries:
         return FlushResult()
     stats.batches += 1
@@ -268,7 +288,7 @@ def _commit(state: FlushState, appliers: Mapping[str, Applier], items: list[Queu
             stats.retries += 1
             yield Wait(waits.pop())
         try:
-            yield DbWrite(writer)
+            yield DbWrite(writer, rows=len(items))
             error = None
         except Exception as exc:
             stats.db_errors += 1

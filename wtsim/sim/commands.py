@@ -1,4 +1,4 @@
-"""The ``wtsim run`` and ``wtsim sweep`` subcommands.
+"""The ``wtsim run``, ``wtsim sweep`` and ``wtsim compare`` subcommands.
 
 :func:`register` adds them to the ``wtsim`` parser. Each sets ``func``, which
 takes the parsed arguments and returns an exit code. Bad input (an unknown
@@ -19,10 +19,13 @@ from typing import Any, Sequence
 
 from tqdm import tqdm
 
+from .compare import compare, format_comparison, parse_policies
 from .metrics import Result
 from .run import run
 from .scenario import FIELD_NAMES, FIELD_SPECS, Scenario, convert, load_scenario, scenario_names
 from .sweep import sweep
+
+COMPARED_DEFAULT = ("none", "cache-aside", "write-through", "write-behind")
 
 
 def register(subparsers: Any) -> None:
@@ -57,6 +60,27 @@ def register(subparsers: Any) -> None:
     sweep_parser.add_argument("--json", action="store_true", help="print the results as a JSON list")
     sweep_parser.set_defaults(func=sweep_command)
 
+    compare_parser = subparsers.add_parser(
+        "compare", help="the same scenario under every pattern, side by side",
+        description="Run one seeded scenario (workload and faults) under each policy; one table, one figure.",
+    )
+    compare_parser.add_argument("scenario", metavar="SCENARIO", help=scenario_help)
+    compare_parser.add_argument("--policies", default=",".join(COMPARED_DEFAULT), metavar="P1,P2,...",
+                                help=f"patterns to compare (default: {','.join(COMPARED_DEFAULT)})")
+    _add_set(compare_parser)
+    compare_parser.add_argument("--plot", metavar="FILE.png", help="also draw the comparison into this image")
+    compare_parser.add_argument("--json", action="store_true", help="print the results as JSON, by policy")
+    compare_parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
+                                help="runs in parallel (default: the number of CPUs)")
+    compare_parser.set_defaults(func=compare_command)
+
+
+def _check_plot(path: str | None) -> None:
+    if path and not path.lower().endswith((".png", ".svg", ".pdf")):
+        raise ValueError(f"--plot needs a .png, .svg or .pdf file name, got {path!r}")
+    if path and not Path(path).resolve().parent.is_dir():
+        raise ValueError(f"--plot {path}: folder {Path(path).parent} does not exist")
+
 
 def _add_set(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -68,10 +92,7 @@ def _add_set(parser: argparse.ArgumentParser) -> None:
 def run_command(args: argparse.Namespace) -> int:
     """``wtsim run``: one scenario, a summary table or JSON, and optionally a plot."""
     scenario = load_scenario(args.scenario).with_overrides(args.overrides)
-    if args.plot and not args.plot.lower().endswith((".png", ".svg", ".pdf")):
-        raise ValueError(f"--plot needs a .png, .svg or .pdf file name, got {args.plot!r}")
-    if args.plot and not Path(args.plot).resolve().parent.is_dir():
-        raise ValueError(f"--plot {args.plot}: folder {Path(args.plot).parent} does not exist")
+    _check_plot(args.plot)
     result = _run_with_progress(scenario, show=not args.json)
     if args.plot:
         from ..plots import timeline_figure  # matplotlib only when a plot is asked for
@@ -106,6 +127,27 @@ def sweep_command(args: argparse.Namespace) -> int:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
         print(format_sweep(results, list(vary)))
+    return 0
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    """``wtsim compare``: one scenario under each policy, a table (or JSON) and optionally a figure."""
+    policies = parse_policies(args.policies)
+    scenario = load_scenario(args.scenario).with_overrides(args.overrides)
+    _check_plot(args.plot)
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    results = compare(scenario, policies, jobs=args.jobs, progress=not args.json)
+    if args.plot:
+        from ..plots import comparison_figure
+
+        comparison_figure(results).savefig(args.plot, dpi=120)
+    if args.json:
+        print(json.dumps({name: r.to_dict() for name, r in results.items()}, indent=2))
+    else:
+        print(format_comparison(results))
+        if args.plot:
+            print(f"\ncomparison plotted to {args.plot}")
     return 0
 
 
@@ -158,6 +200,16 @@ def format_summary(result: Result) -> str:
         rows.append(("lease waits", f"{r.lease_waits:,}  (readers waiting for another's recompute)"))
     if s.early_recompute_beta is not None:
         rows.append(("early recomputes", f"{r.early_recomputes:,}  (XFetch, beta {s.early_recompute_beta:g})"))
+    if s.request_timeout_s is not None or s.retries:
+        rows.append(("timeouts, retries", f"{r.timeouts:,} requests given up, {r.retries:,} retries"))
+    if s.policy == "write-behind":
+        lag = r.db_lag_s
+        rows += [
+            ("writes lost", f"{r.writes_lost:,}  ({r.writes_unflushed:,} still queued at the end)"),
+            ("DB lag", f"mean {_ms(lag['mean'])}   p50 {_ms(lag['p50'])}   p99 {_ms(lag['p99'])}"
+                       f"   max {_ms(lag['max'])}"),
+            ("queue (max)", f"{r.queue_max:,} entries  ({s.flushers} flusher(s), batches of {s.flush_batch})"),
+        ]
     width = max(len(name) for name, _ in rows)
     head = [
         f"{s.name}: {s.duration_s:g} s simulated, the first {s.warmup_s:g} s left out, seed {s.seed}",

@@ -24,6 +24,11 @@ The timing model (the races live in it):
   with an error raises ``CacheRejected`` after a round trip; a database that is
   down raises :class:`~wtsim.sim.world.DatabaseUnavailable`. See
   :mod:`wtsim.sim.faults` for when each happens.
+* A write-behind flusher's stream ops are cache ops like any other; a read
+  that blocks (``XREADGROUP BLOCK``) is answered half a round trip after the
+  next entry lands, or when its block time is up. A batched
+  :class:`~wtsim.ops.DbWrite` of ``rows`` rows is served in
+  ``db_write_s + (rows - 1) * db_write_row_s`` on average: one commit.
 
 How the driver keeps that cheap: every healthy cache op travels the same half
 round trip, so cache ops *land in the order they are sent*. The driver
@@ -50,22 +55,34 @@ from ..ops import (
     CacheError,
     CacheGet,
     CacheLease,
+    CachePopulate,
     CachePurge,
+    CacheQueueWrite,
     CacheRejected,
     CacheSet,
     CacheSetIfNewer,
     CacheSetLeased,
     CacheTombstone,
     CacheUnavailable,
+    CacheUnpin,
     DbRead,
     DbWrite,
     Op,
+    StreamAck,
+    StreamAdd,
+    StreamClaim,
+    StreamCreateGroup,
+    StreamRead,
     Wait,
 )
-from ..policies import CacheState, Policy
-from .faults import HUNG, REFUSED, REJECTED, UNREACHABLE, FaultModel
+from ..policies import Policy
+from ..policies.write_behind import WriteQueueFull
+from .faults import HUNG, OK, REFUSED, REJECTED, UNREACHABLE, FaultModel
 from .world import DatabaseUnavailable, World
 
+FAILURES = (DatabaseUnavailable, CacheError, WriteQueueFull)
+"""What a policy may raise in the simulated world and the request then fails with: the database was down,
+a write-behind write found the cache down or its queue full. Anything else is a bug."""
 
 
 @dataclass(slots=True)
@@ -88,13 +105,13 @@ class Request:
     :meth:`resume` when the op's time has passed, with its result or its
     failure (or lets :meth:`answered` take the result from a timeout's value).
     A cache op is then one SimPy timeout and one callback. ``tally`` counts the
-    ops; ``done(value, failure)`` is called once, when the policy returns (or a
-    :class:`~wtsim.sim.world.DatabaseUnavailable` escapes it). Only the
-    failures the simulated world produces are thrown in; anything else is a bug
-    in the simulator and ends the run loudly.
+    ops; ``done(value, failure)`` is called once, when the policy returns (or
+    one of :data:`FAILURES` escapes it). Only the failures the simulated world
+    produces are thrown in; anything else is a bug in the simulator and ends
+    the run loudly.
     """
 
-    __slots__ = ("_policy", "_perform", "tally", "_done")
+    __slots__ = ("_policy", "_perform", "tally", "_done", "abandoned")
 
     def __init__(self, policy: Policy, perform: Callable[[Op, "Request"], None], tally: Tally,
                  done: Callable[[Any, BaseException | None], None]) -> None:
@@ -102,10 +119,23 @@ class Request:
         self._perform = perform
         self.tally = tally
         self._done = done
+        self.abandoned = False
         self.resume(None, None)
+
+    def abandon(self) -> None:
+        """Its client gave up: the policy is closed where it waits, and the op in flight is answered to no one.
+
+        A cache op in flight still lands; a database query still runs, or, if
+        it waits for a connection and the server was built with
+        ``abandoned_leave_queue``, leaves the queue. ``done`` is not called.
+        """
+        self.abandoned = True
+        self._policy.close()
 
     def resume(self, outcome: Any, failure: BaseException | None) -> None:
         """Hand the policy its last op's outcome (or failure) and start the op it asks for next."""
+        if self.abandoned:
+            return
         if failure is not None and isinstance(failure, CacheError):
             self.tally.cache_errors += 1
         try:
@@ -113,7 +143,7 @@ class Request:
         except StopIteration as stop:
             self._done(stop.value, None)
             return
-        except DatabaseUnavailable as exc:
+        except FAILURES as exc:
             self._done(None, exc)
             return
         kind = type(op)
@@ -126,6 +156,20 @@ class Request:
     def answered(self, event: simpy.Event) -> None:
         """The callback of an op's last event, whose value is the op's result."""
         self.resume(event._value, None)
+
+
+class _Refusal:
+    """An error the cache answered (as Redis answers ``NOGROUP``), carried to the op's arrival."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: CacheRejected) -> None:
+        self.error = error
+
+
+def _outcome(answer: Any) -> tuple[Any, BaseException | None]:
+    """``(result, failure)`` for :meth:`Request.resume` from what the cache answered."""
+    return (None, answer.error) if type(answer) is _Refusal else (answer, None)
 
 
 class ServiceTimes:
@@ -156,16 +200,18 @@ class AppServer:
         env: simpy.Environment,
         world: World,
         pool: simpy.Resource,
-        state: CacheState,
+        state: Any,
         *,
         cache_rtt_s: float,
         cache_timeout_s: float,
         cache_connect_timeout_s: float,
         db_read_s: float,
         db_write_s: float,
+        db_write_row_s: float = 0.0,
         service: ServiceTimes,
         faults: FaultModel | None = None,
         on_db_wait: Callable[[float, float], None] | None = None,
+        abandoned_leave_queue: bool = False,
     ) -> None:
         self.index = index
         self.env = env
@@ -178,9 +224,11 @@ class AppServer:
         self.connect_timeout_s = cache_connect_timeout_s
         self.db_read_s = db_read_s
         self.db_write_s = db_write_s
+        self.db_write_row_s = db_write_row_s
         self.service = service
         self.faults = faults
         self.on_db_wait = on_db_wait or (lambda issued, wait: None)
+        self.abandoned_leave_queue = abandoned_leave_queue
         cache_op = self._cache_op if faults is None else self._cache_op_with_faults
         self._performers: dict[type, Callable[[Any, Request], None]] = {
             CacheGet: self._get if faults is None else cache_op,
@@ -191,6 +239,14 @@ class AppServer:
             CachePurge: cache_op,
             CacheLease: cache_op,
             CacheSetLeased: cache_op,
+            CacheQueueWrite: cache_op,
+            CachePopulate: cache_op,
+            CacheUnpin: cache_op,
+            StreamCreateGroup: cache_op,
+            StreamRead: self._stream_read,
+            StreamClaim: cache_op,
+            StreamAck: cache_op,
+            StreamAdd: cache_op,
             DbRead: self._db_read,
             DbWrite: self._db_write,
             Wait: self._wait,
@@ -211,12 +267,19 @@ class AppServer:
 
     def _cache_op(self, op: Op, request: Request) -> None:
         env = self.env
-        result = self.world.cache.apply(op, env.now + self.half_rtt_s)
+        try:
+            result = self.world.cache.apply(op, env.now + self.half_rtt_s)
+        except CacheRejected as exc:  # the cache answered with an error (NOGROUP)
+            return self._fail_after(self.rtt_s, exc, request)
         env.timeout(self.rtt_s, result).callbacks.append(request.answered)
 
     def _cache_op_with_faults(self, op: Op, request: Request) -> None:
+        outcome, factor = self.faults.cache(self.index, op, self.env.now)  # type: ignore[union-attr]
+        self._struck(op, request, outcome, factor)
+
+    def _struck(self, op: Op, request: Request, outcome: str, factor: float) -> None:
+        """Perform a cache op the fault model has judged: ``outcome`` and the round trip's ``factor``."""
         env, cache, half = self.env, self.world.cache, self.half_rtt_s
-        outcome, factor = self.faults.cache(self.index, op, env.now)  # type: ignore[union-attr]
         if outcome is UNREACHABLE:
             return self._fail_after(self.connect_timeout_s, CacheUnavailable("cache unreachable: connect timed out"), request)
         if outcome is REFUSED:
@@ -228,15 +291,56 @@ class AppServer:
         if outcome is REJECTED:
             pass  # refused on arrival: no effect
         elif factor == 1.0:
-            answer.append(cache.apply(op, env.now + half))
+            answer.append(self._apply(op, env.now + half))
         else:  # lands later than the ops sent after it: applied by an event, in the same frame
             landing = env.timeout(rtt / 2 - half)
-            landing.callbacks.append(lambda _event: answer.append(cache.apply(op, env.now + half)))
+            landing.callbacks.append(lambda _event: answer.append(self._apply(op, env.now + half)))
         if rtt > self.timeout_s:  # the client gives up first, but the op still lands
             return self._fail_after(self.timeout_s, CacheUnavailable("cache answered too late: socket timed out"), request)
         if outcome is REJECTED:
             return self._fail_after(rtt, CacheRejected("OOM command not allowed when used memory > 'maxmemory'"), request)
-        env.timeout(rtt).callbacks.append(lambda _event: request.resume(answer[0], None))
+        env.timeout(rtt).callbacks.append(lambda _event: request.resume(*_outcome(answer[0])))
+
+    def _apply(self, op: Op, now: float) -> Any:
+        """Apply ``op`` to the cache; an error the cache answers is returned, to be thrown in on arrival."""
+        try:
+            return self.world.cache.apply(op, now)
+        except CacheRejected as exc:
+            return _Refusal(exc)
+
+    def _stream_read(self, op: StreamRead, request: Request) -> None:
+        # XREADGROUP: at once when there are entries (or it does not block); else answered when one lands.
+        env, cache = self.env, self.world.cache
+        if self.faults is not None:
+            outcome, factor = self.faults.cache(self.index, op, env.now)
+            if outcome is not OK or factor != 1.0 or op.block_s is None or op.pending:
+                return self._struck(op, request, outcome, factor)
+        elif op.block_s is None or op.pending:
+            return self._cache_op(op, request)
+        entries = self._apply(op, env.now + self.half_rtt_s)
+        if type(entries) is _Refusal:
+            return self._fail_after(self.rtt_s, entries.error, request)
+        if entries:
+            env.timeout(self.rtt_s, entries).callbacks.append(request.answered)
+            return
+        stream = cache.stream(op.stream)
+        blocked = [True]  # until an entry lands or the block time is up, whichever comes first
+
+        def wake() -> None:  # called as an entry is added, at its send time: it lands half a round trip later
+            if blocked[0]:
+                blocked[0] = False
+                got = self._apply(op, env.now + self.half_rtt_s)
+                env.timeout(self.rtt_s).callbacks.append(lambda _event: request.resume(*_outcome(got)))
+
+        def give_up(_event: simpy.Event) -> None:
+            if blocked[0]:
+                blocked[0] = False
+                if wake in stream.waiters:
+                    stream.waiters.remove(wake)
+                request.resume([], None)
+
+        stream.waiters.append(wake)
+        env.timeout(self.rtt_s + op.block_s).callbacks.append(give_up)
 
     def _fail_after(self, seconds: float, failure: BaseException, request: Request) -> None:
         self.env.timeout(seconds).callbacks.append(lambda _event: request.resume(None, failure))
@@ -256,6 +360,8 @@ class AppServer:
             request.resume(row, None)
 
         def granted(_event: simpy.Event) -> None:
+            if request.abandoned and self.abandoned_leave_queue:
+                return pool.release(connection)  # its client left while it queued: it never runs
             self.on_db_wait(issued, env.now - issued)
             if self._db_down():
                 pool.release(connection)
@@ -276,11 +382,14 @@ class AppServer:
             request.resume(result, None)
 
         def granted(_event: simpy.Event) -> None:
+            if request.abandoned and self.abandoned_leave_queue:
+                return pool.release(connection)  # its client left while it queued: it never runs
             self.on_db_wait(issued, env.now - issued)
             if self._db_down():
                 pool.release(connection)
                 return request.resume(None, DatabaseUnavailable("database unreachable"))
-            env.timeout(self.service.draw(self.db_write_s)).callbacks.append(served)
+            mean = self.db_write_s if op.rows == 1 else self.db_write_s + (op.rows - 1) * self.db_write_row_s
+            env.timeout(self.service.draw(mean)).callbacks.append(served)
 
         connection.callbacks.append(granted)
 

@@ -20,6 +20,17 @@ is about to perform, *at the moment the op is sent*, and charges the answer:
     The cache loses everything at ``start_s`` (a restart, a ``FLUSHALL``). With
     an ``end_s`` it is also down until then (restarting: connections are
     refused, as with ``cache-down``), and comes back empty.
+``cache-crash``
+    The Redis process dies at ``start_s`` (``kill -9``, with no persistence)
+    and restarts empty: everything is lost, the write-behind queue with it.
+    Until ``end_s`` it is restarting and refuses connections. The cache itself
+    behaves as after a ``cache-flush``; the kind says what happened, and what
+    it costs a write-behind cache (its unflushed writes, counted in
+    ``Result.writes_lost``), while a write-through cache loses no write.
+``flusher-down``
+    The write-behind flushers stop taking batches (a batch in progress
+    finishes) until ``end_s``: the queue grows. ``servers=n`` stops the first
+    ``n`` flushers only. Other policies have no flusher: no effect.
 ``cache-set-fail``
     Like Redis at ``maxmemory``: each op that stores data (``SET``, the
     compare-and-set, a tombstone, a lease or a leased populate) is refused with ``CacheRejected`` after a
@@ -40,7 +51,9 @@ Rules shared by every kind: a window is ``[start_s, end_s)``, and ``end_s=None``
 means until the end of the run. ``probability`` is flipped once per affected op
 (on the scenario's own fault stream, so runs stay reproducible); a fault with
 probability 1 draws no random numbers. ``servers=n`` limits a fault to app
-servers ``0 .. n-1``; ``None`` affects them all. When several faults apply to
+servers ``0 .. n-1``; ``None`` affects them all (the write-behind flushers count
+as the app servers after the last one, so only a fault for all reaches them;
+``flusher-down`` counts flushers instead). When several faults apply to
 one op, unreachable beats refused, refused beats hung, hung beats slow, and a
 slow answer can still be a refusal.
 """
@@ -53,18 +66,31 @@ from typing import Iterable
 
 import numpy as np
 
-from ..ops import CacheLease, CacheSet, CacheSetIfNewer, CacheSetLeased, CacheTombstone
+from ..ops import (
+    CacheLease,
+    CachePopulate,
+    CacheQueueWrite,
+    CacheSet,
+    CacheSetIfNewer,
+    CacheSetLeased,
+    CacheTombstone,
+    CacheUnpin,
+    StreamAdd,
+)
 
 CACHE_DOWN = "cache-down"
 CACHE_UNREACHABLE = "cache-unreachable"
 CACHE_HANG = "cache-hang"
 CACHE_FLUSH = "cache-flush"
+CACHE_CRASH = "cache-crash"
+FLUSHER_DOWN = "flusher-down"
 CACHE_SET_FAIL = "cache-set-fail"
 CACHE_SLOW = "cache-slow"
 PARTITION = "partition"
 DB_DOWN = "db-down"
 
-FAULT_KINDS = (CACHE_DOWN, CACHE_UNREACHABLE, CACHE_HANG, CACHE_FLUSH, CACHE_SET_FAIL, CACHE_SLOW, PARTITION, DB_DOWN)
+FAULT_KINDS = (CACHE_DOWN, CACHE_UNREACHABLE, CACHE_HANG, CACHE_FLUSH, CACHE_CRASH, CACHE_SET_FAIL, CACHE_SLOW,
+               PARTITION, DB_DOWN, FLUSHER_DOWN)
 
 # What the driver does with a cache op, as decided by :meth:`FaultModel.cache`.
 OK = "ok"
@@ -73,8 +99,10 @@ REFUSED = "refused"  # the connection is refused: fails after one round trip
 HUNG = "hung"  # reaches a cache that never answers; fails after the socket timeout
 REJECTED = "rejected"  # the cache answers with an error after the round trip
 
-_STORES = (CacheSet, CacheSetIfNewer, CacheTombstone, CacheLease, CacheSetLeased)
-_GLOBAL_KINDS = (CACHE_FLUSH,)  # the cache itself, not anyone's view of it
+_STORES = (CacheSet, CacheSetIfNewer, CacheTombstone, CacheLease, CacheSetLeased, CacheQueueWrite, CachePopulate,
+           CacheUnpin, StreamAdd)
+_RESTARTS = (CACHE_FLUSH, CACHE_CRASH)  # the cache loses everything, then refuses until end_s
+_GLOBAL_KINDS = _RESTARTS  # the cache itself, not anyone's view of it
 
 
 def _number(value: object) -> bool:
@@ -116,6 +144,8 @@ class Fault:
             raise ValueError("a partition fault needs servers: how many app servers are cut off from the cache")
         if self.kind in _GLOBAL_KINDS and (self.servers is not None or self.probability != 1.0):
             raise ValueError(f"{self.kind} happens to the cache itself: it takes no servers or probability")
+        if self.kind == FLUSHER_DOWN and self.probability != 1.0:
+            raise ValueError("a flusher-down fault takes no probability: the flushers are down for the window")
 
     def active(self, now: float) -> bool:
         """Is the window open at ``now``?"""
@@ -138,10 +168,12 @@ class FaultModel:
     def __init__(self, faults: Iterable[Fault], rng: np.random.Generator) -> None:
         faults = tuple(faults)
         self._rng = rng
-        self._cache = [f for f in faults if f.kind not in (DB_DOWN, CACHE_FLUSH)]
-        self._cache += [f for f in faults if f.kind == CACHE_FLUSH and f.end_s is not None]
+        self._cache = [f for f in faults if f.kind not in (DB_DOWN, FLUSHER_DOWN) + _RESTARTS]
+        self._cache += [f for f in faults if f.kind in _RESTARTS and f.end_s is not None]
         self._db = [f for f in faults if f.kind == DB_DOWN]
-        self.flushes = tuple(f.start_s for f in faults if f.kind == CACHE_FLUSH)
+        self._flushers = [f for f in faults if f.kind == FLUSHER_DOWN]
+        self.flushes = tuple(f.start_s for f in faults if f.kind in _RESTARTS)
+        """When the cache loses everything (a flush or a crash)."""
 
     def _strikes(self, fault: Fault, server: int, now: float) -> bool:
         if not fault.active(now) or (fault.servers is not None and server >= fault.servers):
@@ -164,7 +196,7 @@ class FaultModel:
                 factor *= fault.factor  # type: ignore[operator]
             elif kind == CACHE_SET_FAIL:
                 rejected = True
-            elif kind in (CACHE_DOWN, CACHE_FLUSH):  # a flush's restart window refuses too
+            elif kind == CACHE_DOWN or kind in _RESTARTS:  # a restart window refuses too
                 refused = True
             else:  # cache-unreachable, partition
                 unreachable = True
@@ -175,6 +207,15 @@ class FaultModel:
         if hung:
             return HUNG, 1.0
         return (REJECTED if rejected else OK), factor
+
+    def flusher_down(self, flusher: int, now: float) -> float | None:
+        """Until when flusher ``flusher`` stays down from ``now`` (``inf``: the run's end); ``None``: it is up."""
+        until = None
+        for fault in self._flushers:
+            if fault.active(now) and (fault.servers is None or flusher < fault.servers):
+                end = math.inf if fault.end_s is None else fault.end_s
+                until = end if until is None else max(until, end)
+        return until
 
     def db_down(self, server: int, now: float) -> bool:
         """Does a database op that ``server`` starts at ``now`` fail?"""

@@ -8,8 +8,17 @@ Rules of this module:
 * A read is a *hit* when it never went to the database, a *miss* when it sent a
   ``DbRead`` (whether or not the database answered). ``hits + misses == reads``.
 * ``db_reads`` and ``db_writes`` count the database operations sent;
-  ``db_queries_per_s`` is their sum over the measured window's length.
-* ``errors`` counts requests that raised (the database was down);
+  ``db_queries_per_s`` is their sum over the measured window's length. Under
+  write-behind a write's database op is its flusher's batch (one transaction,
+  counted when it is sent), plus the base-version read of a write that found
+  nothing cached (counted with the reads).
+* Durability (write-behind; zero for the others, whose writes are committed
+  before they are acknowledged): ``writes_lost``, ``writes_unflushed`` and
+  ``db_lag_s`` come from the :class:`~wtsim.sim.ledger.WriteLedger`;
+  ``queue_max`` and the timeline's ``queue`` are the longest the queue got.
+* ``errors`` counts requests that failed: they raised (the database was down,
+  a write-behind queue was full or unreachable) or their client gave up
+  (``timeouts``, recorded when it gave up, latency not counted);
   ``cache_errors`` counts cache ops that failed and were handled by the policy.
   Latencies are those of the requests that succeeded.
 * The consistency oracle (:meth:`wtsim.sim.world.SimDB.staleness`): a read is
@@ -30,10 +39,11 @@ from typing import Any
 import numpy as np
 
 from .driver import Tally
+from .ledger import WriteLedger, lag_summary
 from .scenario import Scenario
 
 TIMELINE_FIELDS = ("reads", "writes", "hits", "misses", "db_reads", "db_writes",
-                   "stale_reads", "cache_errors", "errors")
+                   "stale_reads", "cache_errors", "errors", "timeouts", "retries", "queue")
 
 
 class Recorder:
@@ -50,9 +60,17 @@ class Recorder:
         self.warmup_s = warmup_s
         self.read_starts, self.read_latencies, self.read_db = array("d"), array("d"), array("d")
         self.write_starts, self.write_latencies, self.write_db = array("d"), array("d"), array("d")
+        self.write_db_reads: list[tuple[float, int]] = []  # (arrival, how many): write-behind base reads
+        self.flush_writes = array("d")  # when each flusher transaction was sent
+        self.queue_max = [0] * math.ceil(duration_s)  # the longest the queue got, per second
+        self.queue_max_measured = 0
+        self._queue_length = 0
+        self._queue_second = 0
         self.cache_errors: list[tuple[float, int]] = []  # (arrival, how many)
         self.stale: list[tuple[float, float]] = []  # (arrival, staleness)
         self.db_waits = array("d")
+        self.timeouts = array("d")  # arrival of each request whose client gave up
+        self.retries = array("d")  # arrival of each retry
 
     def read(self, start: float, latency: float, tally: Tally, failed: bool, staleness: float | None) -> None:
         """Record one read that arrived at ``start``."""
@@ -69,8 +87,34 @@ class Recorder:
         self.write_starts.append(start)
         self.write_latencies.append(math.nan if failed else latency)
         self.write_db.append(tally.db_writes)
+        if tally.db_reads:
+            self.write_db_reads.append((start, tally.db_reads))
         if tally.cache_errors:
             self.cache_errors.append((start, tally.cache_errors))
+
+    def timeout(self, start: float) -> None:
+        """Record that the client of the request that arrived at ``start`` gave up on it."""
+        self.timeouts.append(start)
+
+    def retry(self, start: float) -> None:
+        """Record that the request arriving at ``start`` is a client's retry."""
+        self.retries.append(start)
+
+    def flush_write(self, sent: float) -> None:
+        """Record one write-behind flusher transaction sent at ``sent``."""
+        self.flush_writes.append(sent)
+
+    def queue(self, now: float, length: int) -> None:
+        """Record that the write-behind queue holds ``length`` entries from ``now`` on."""
+        second, seconds = int(now), len(self.queue_max)
+        for t in range(self._queue_second + 1, min(second, seconds - 1) + 1):
+            self.queue_max[t] = self._queue_length  # the seconds it did not change in: what it held
+        self._queue_second = max(self._queue_second, second)
+        if second < seconds and length > self.queue_max[second]:
+            self.queue_max[second] = length
+        if now >= self.warmup_s and length > self.queue_max_measured:
+            self.queue_max_measured = length
+        self._queue_length = length
 
     def db_wait(self, issued: float, wait: float) -> None:
         """Record how long a database op sent at ``issued`` waited for a connection."""
@@ -78,15 +122,25 @@ class Recorder:
             self.db_waits.append(wait)
 
     def result(self, scenario: Scenario, policy_stats: dict[str, int], scripted: list[dict] | None = None,
-               measured_stats: dict[str, int] | None = None) -> Result:
-        """Fold everything into a :class:`Result`; ``measured_stats``: the policy counters after the warm-up."""
+               measured_stats: dict[str, int] | None = None, ledger: WriteLedger | None = None,
+               flush_stats: dict[str, int] | None = None) -> Result:
+        """Fold everything into a :class:`Result`.
+
+        ``measured_stats``: the policy counters after the warm-up; ``ledger``
+        and ``flush_stats``: the write-behind oracle and flushers, if any.
+        """
         measured_stats = measured_stats or {}
+        for t in range(self._queue_second + 1, len(self.queue_max)):
+            self.queue_max[t] = self._queue_length
         seconds = math.ceil(self.duration_s)
         warmup = self.warmup_s
         r_start, r_lat, r_db = (np.frombuffer(a) for a in (self.read_starts, self.read_latencies, self.read_db))
         w_start, w_lat, w_db = (np.frombuffer(a) for a in (self.write_starts, self.write_latencies, self.write_db))
         e_start, e_count = _columns(self.cache_errors)
         s_start, s_age = _columns(self.stale)
+        b_start, b_count = _columns(self.write_db_reads)
+        f_start = np.frombuffer(self.flush_writes)
+        t_start, y_start = np.frombuffer(self.timeouts), np.frombuffer(self.retries)
 
         def per_second(starts: np.ndarray, weights: np.ndarray | None = None) -> list[int]:
             counts = np.bincount(starts.astype(np.int64), weights=weights, minlength=seconds)
@@ -98,11 +152,14 @@ class Recorder:
             "writes": per_second(w_start),
             "hits": per_second(r_start[r_db == 0]),
             "misses": per_second(r_start[r_db > 0]),
-            "db_reads": per_second(r_start, r_db),
-            "db_writes": per_second(w_start, w_db),
+            "db_reads": [a + b for a, b in zip(per_second(r_start, r_db), per_second(b_start, b_count))],
+            "db_writes": [a + b for a, b in zip(per_second(w_start, w_db), per_second(f_start))],
             "stale_reads": per_second(s_start),
             "cache_errors": per_second(e_start, e_count),
             "errors": per_second(np.concatenate([r_start[r_failed], w_start[w_failed]])),
+            "timeouts": per_second(t_start),
+            "retries": per_second(y_start),
+            "queue": self.queue_max,
         }
         timeline = [{"t": t, **{name: columns[name][t] for name in TIMELINE_FIELDS}} for t in range(seconds)]
 
@@ -110,8 +167,14 @@ class Recorder:
         reads, writes = int(r_in.sum()), int(w_in.sum())
         hits = int((r_in & (r_db == 0)).sum())
         stale_reads = int(s_in.sum())
-        db_reads, db_writes = int(r_db[r_in].sum()), int(w_db[w_in].sum())
+        db_reads = int(r_db[r_in].sum()) + int(b_count[b_start >= warmup].sum())
+        db_writes = int(w_db[w_in].sum()) + int((f_start >= warmup).sum())
         staleness = s_age[s_in]
+        if ledger is not None:
+            lost, unflushed, lags = ledger.outcome(warmup)
+        else:  # committed before acknowledged: nothing to lose, no lag
+            lost = unflushed = 0
+            lags = np.zeros(int((w_in & ~w_failed).sum()))
         return Result(
             scenario=scenario,
             reads=reads,
@@ -133,8 +196,15 @@ class Recorder:
             mean_staleness_s=float(staleness.mean()) if stale_reads else None,
             lease_waits=measured_stats.get("lease_waits", 0),
             early_recomputes=measured_stats.get("early_recomputes", 0),
+            timeouts=int((t_start >= warmup).sum()),
+            retries=int((y_start >= warmup).sum()),
+            writes_lost=lost,
+            writes_unflushed=unflushed,
+            db_lag_s=lag_summary(lags),
+            queue_max=self.queue_max_measured,
             timeline=timeline,
             policy_stats=policy_stats,
+            flush_stats=flush_stats or {},
             scripted=scripted or [],
         )
 
@@ -172,9 +242,23 @@ class Result:
     """Waits for another reader's lease (``leases``), counted by the policies after the warm-up."""
     early_recomputes: int
     """Hits that recomputed early (``early_recompute_beta``), counted by the policies after the warm-up."""
+    timeouts: int
+    """Requests whose client gave up (``request_timeout_s``); each is also one of the ``errors``."""
+    retries: int
+    """Requests that were a client's retry; each is also one of the reads or writes."""
+    writes_lost: int
+    """Acknowledged writes the database never got: a crash took them with the write-behind queue."""
+    writes_unflushed: int
+    """Acknowledged writes still queued at the end (the flushers down, or the drain out of time): not lost yet."""
+    db_lag_s: dict[str, float | None]
+    """``mean``, ``p50``, ``p99``, ``max`` of commit time minus acknowledge time; 0 when committed first."""
+    queue_max: int
+    """The longest the write-behind queue got after the warm-up (0 for the other policies)."""
     timeline: list[dict[str, int]] = field(repr=False)
     policy_stats: dict[str, int] = field(repr=False)
     """The app servers' :class:`~wtsim.policies.CacheStats`, summed, for the whole run (warm-up included)."""
+    flush_stats: dict[str, int] = field(repr=False, default_factory=dict)
+    """The write-behind flushers' :class:`~wtsim.policies.flush.FlushStats`, summed (empty otherwise)."""
     scripted: list[dict[str, Any]] = field(repr=False, default_factory=list)
     """One dict per scripted request (``Scenario.requests``), warm-up or not: the request, the
     ``version`` it returned (or wrote), ``latency_s``, ``staleness_s`` (``None``: fresh),

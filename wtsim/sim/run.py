@@ -12,8 +12,13 @@ How a run goes:
 3. Each arrival becomes a :class:`~wtsim.sim.driver.Request` on one app
    server, which runs the policy's generator (:data:`wtsim.policies.POLICIES`):
    the library's own policy code, resumed from SimPy event callbacks.
-4. Arrivals stop at ``duration_s``; requests still in flight are allowed to
-   finish, so every request that arrived is measured.
+4. Under write-behind, ``flushers`` SimPy processes run the flusher's policy
+   (:func:`wtsim.policies.flush.flush_once`) in a loop, and a
+   :class:`~wtsim.sim.ledger.WriteLedger` is the oracle: it judges reads
+   against the newest *acknowledged* write and counts what a crash lost.
+5. Arrivals stop at ``duration_s``; requests still in flight are allowed to
+   finish, so every request that arrived is measured. The flushers then drain
+   the queue, for at most ``duration_s`` more.
 
 The namespace is ``"items"`` and the entity ids are the key numbers, so the
 cache keys are the library's real keys (``wtc:{items:42}``).
@@ -21,6 +26,7 @@ cache keys are the library's real keys (``wtc:{items:42}``).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from functools import lru_cache
@@ -31,12 +37,13 @@ import simpy
 
 from ..breaker import CircuitBreaker
 from ..keys import entry_key
-from ..ops import DbRead, Wait
-from ..policies import CacheState, CacheStats, PolicyConfig, drive
+from ..ops import CacheQueueWrite, DbRead, DbWrite, Wait
+from ..policies import POLICIES, CacheState, CacheStats, PolicyConfig, drive, write_behind
+from ..policies.flush import FlushConfig, FlushState, FlushStats, flush_once
 from .driver import AppServer, Request, ServiceTimes, Tally
 from .faults import FaultModel
+from .ledger import WriteLedger
 from .metrics import Recorder, Result
-from ..policies import POLICIES
 from .scenario import Scenario
 from .workload import WRITE, Workload
 from .world import DatabaseUnavailable, DecodedCodec, Row, World
@@ -44,6 +51,12 @@ from .world import DatabaseUnavailable, DecodedCodec, Row, World
 log = logging.getLogger("wtsim.sim.run")
 
 NAMESPACE = "items"
+STREAM = "wtc:queue"
+"""The write-behind queue, named as :class:`wtsim.WriteBehindCache` names it by default."""
+FLUSH_ERROR_PAUSE_S = 0.1
+"""How long a simulated flusher waits after a failed batch before it tries again."""
+RETRY_TOKENS_BANKED = 10.0
+"""A retry budget's bucket: it starts full and holds at most this many retries (as Finagle's does)."""
 
 
 def run(scenario: Scenario, progress: Callable[[float], None] | None = None) -> Result:
@@ -110,6 +123,10 @@ class Simulation:
         )
         self._draws = draws.random
         self.world = World(s.n_keys, s.cache_capacity, clock=lambda: env.now)
+        self.write_behind = s.policy == "write-behind"
+        self.ledger = WriteLedger() if self.write_behind else None
+        self.in_flight = 0  # requests started and not done
+        self.arriving = 1 + bool(s.requests)  # arrival processes still issuing requests (Poisson, scripted)
         self.workload = Workload(
             duration_s=s.duration_s, read_rate=s.read_rate, write_rate=s.write_rate, n_keys=s.n_keys,
             zipf_alpha=s.zipf_alpha, app_servers=s.app_servers, bursts=s.bursts,
@@ -121,7 +138,7 @@ class Simulation:
         self.policy = POLICIES[s.policy]
         config = self.config = PolicyConfig(
             default_ttl=s.ttl_s,
-            versioned=s.versioned,
+            versioned=s.versioned or self.write_behind,  # as WriteBehindCache: versions are how it queues
             outage_repair=s.outage_repair,
             tombstone_ttl=s.tombstone_ttl_s,
             leases=s.leases,
@@ -142,14 +159,30 @@ class Simulation:
                 ),
                 db_read_s=s.db_read_s,
                 db_write_s=s.db_write_s,
+                db_write_row_s=s.db_write_row_s,
                 service=service_times,
                 faults=self.faults,
                 on_db_wait=self.recorder.db_wait,
+                abandoned_leave_queue=s.abandoned_queries == "leave-queue",
             )
-            for i in range(s.app_servers)
+            for i in range(s.app_servers + (s.flushers if self.write_behind else 0))
         ]
+        self.retry_tokens = [RETRY_TOKENS_BANKED] * s.app_servers if s.retry_budget is not None else None
+        self.flushers: list[FlushState] = []
+        if self.write_behind:  # the flushers' drivers are the app servers numbered after the last one
+            self.flushers = [FlushState(self._flush_config(i), clock=lambda: env.now) for i in range(s.flushers)]
+            self.world.cache.on_queued = self._queued
+            self.world.cache.on_stream_length = lambda length: self.recorder.queue(env.now, length)
+            self._u = 0  # the number of the last write-behind write: the ledger's name for it
         if s.prefill:
             self._prefill()
+
+    def _flush_config(self, index: int) -> FlushConfig:
+        s = self.scenario
+        return FlushConfig(
+            stream=STREAM, consumer=f"flusher-{index}", batch=s.flush_batch, max_delay_s=s.flush_max_delay_s,
+            default_ttl=s.ttl_s, claim_idle_s=None, transient=(DatabaseUnavailable,),
+        )
 
     def _breaker(self) -> CircuitBreaker | None:
         s, env = self.scenario, self.env
@@ -197,12 +230,15 @@ class Simulation:
             env.process(self._scripted())
         for at in self.faults.flushes if self.faults else ():
             env.process(self._flush(at))
+        for index in range(len(self.flushers)):
+            env.process(self._flusher(index))
         at_warmup: dict[str, int] = {}
         env.timeout(self.scenario.warmup_s).callbacks.append(lambda _: at_warmup.update(self.policy_stats()))
         env.run()
         total = self.policy_stats()
         measured = {name: value - at_warmup.get(name, 0) for name, value in total.items()}
-        return self.recorder.result(self.scenario, total, self.scripted, measured)
+        return self.recorder.result(self.scenario, total, self.scripted, measured, self.ledger,
+                                    self.flush_stats())
 
     def _ticks(self, progress: Callable[[float], None]):
         """Report the simulated time once a simulated second; it changes nothing in the run."""
@@ -217,6 +253,7 @@ class Simulation:
                 delay = at - env.now
                 yield env.timeout(delay if delay > 0 else 0.0)
                 request(write, key, server)
+        self.arriving -= 1
 
     def _scripted(self):
         env = self.env
@@ -225,6 +262,7 @@ class Simulation:
             trace = {**request.to_dict(), "ops": []}
             self.scripted.append(trace)
             self._request(request.kind == WRITE, request.key, request.server, trace)
+        self.arriving -= 1
 
     def _flush(self, at: float):
         # In the driver's frame (cache ops are applied as sent, at their landing clock),
@@ -232,35 +270,149 @@ class Simulation:
         yield self.env.timeout(max(0.0, at - self.scenario.cache_rtt_s / 2))
         log.info("t=%.3fs: the cache restarts empty", at)
         self.world.cache.flush()
+        if self.ledger is not None:
+            self.ledger.cache_lost()
 
-    def _request(self, write: bool, key: int, server_index: int, trace: dict | None = None) -> None:
-        """Start one request on app server ``server_index``; record it when it is done. ``trace``: its story."""
-        env, db, server = self.env, self.world.db, self.servers[server_index]
+    def _flusher(self, index: int):
+        """One write-behind flusher: batches of :func:`~wtsim.policies.flush.flush_once`, until drained.
+
+        Between batches it honours ``flusher-down``; after a failed batch (the
+        database or the cache down) it pauses, then re-reads what it was given.
+        It stops once the arrivals are over, no request is in flight and the
+        queue is empty, or at the drain deadline (``2 * duration_s``).
+        """
+        env, s = self.env, self.scenario
+        server = self.servers[s.app_servers + index]
+        state = self.flushers[index]
+        appliers = {NAMESPACE: self._apply}
+        deadline = 2 * s.duration_s
+        recorder = self.recorder
+
+        def perform(op, request):
+            if type(op) is DbWrite:
+                recorder.flush_write(env.now)
+            server.perform(op, request)
+
+        while env.now < deadline and not self._drained():
+            down_until = self.faults.flusher_down(index, env.now) if self.faults else None
+            if down_until is not None:
+                yield env.timeout(min(down_until, deadline) - env.now)
+                continue
+            finished = env.event()
+            Request(flush_once(state, appliers), perform, Tally(),
+                    lambda value, failure: finished.succeed(failure))
+            failure = yield finished
+            if failure is not None:
+                yield env.timeout(FLUSH_ERROR_PAUSE_S)
+
+    def _drained(self) -> bool:
+        return self.arriving == 0 and self.in_flight == 0 and not len(self.world.cache.stream(STREAM))
+
+    def _apply(self, db, entity_id: int, data: dict, version: int) -> None:
+        """The simulated flusher's applier: upsert the newer version, and tell the ledger it is durable."""
+        db.upsert_newer(entity_id, data, version)
+        self.ledger.committed(entity_id, data["u"], version, self.env.now)  # type: ignore[union-attr]
+
+    def _queued(self, op: CacheQueueWrite, version: int, now: float) -> None:
+        self.ledger.accepted(int(op.id_json), json.loads(op.data_json)["u"], version, now)  # type: ignore[union-attr]
+
+    def _request(self, write: bool, key: int, server_index: int, trace: dict | None = None,
+                 attempt: int = 0) -> None:
+        """Start one request on app server ``server_index``; record it when it is done.
+
+        ``trace``: its story, for a scripted request. ``attempt``: 0 for a first
+        attempt, else which retry this is. The timeout and retry model:
+
+        * With ``request_timeout_s``, a request not done by then is given up by its
+          client: recorded once, as failed (and as a timeout), at that moment; its
+          policy is closed where it waits (:meth:`Request.abandon`), so it never
+          populates; its database query still runs, or leaves the connection
+          queue (``abandoned_queries``).
+        * A request that failed or timed out is retried, up to ``retries`` times,
+          after ``retry_backoff_s * 2**attempt``, as a *new* request: counted in
+          the reads or writes of the second it starts in, with its own latency.
+          With a ``retry_budget``, each first attempt adds that fraction of a
+          token to its app server's bucket and each retry takes a whole one.
+        """
+        env, db, server, ledger, s = self.env, self.world.db, self.servers[server_index], self.ledger, self.scenario
         start = env.now
+        if attempt:
+            self.recorder.retry(start)
+        elif self.retry_tokens is not None:
+            self.retry_tokens[server_index] = min(RETRY_TOKENS_BANKED,
+                                                  self.retry_tokens[server_index] + s.retry_budget)
         tally = Tally()
         perform = server.perform if trace is None else self._tracing(server, trace["ops"])
-        if write:
-            newest = None
+        u = None
+        if write and ledger is not None:  # write-behind queues a row, numbered for the ledger
+            self._u = u = self._u + 1
+            policy = write_behind.write(server.state, NAMESPACE, key, {"id": key, "u": u}, STREAM,
+                                        self.scenario.max_pending, lambda table: table.versions[key])
+        elif write:
             policy = self.policy.write(server.state, NAMESPACE, key, lambda table: table.commit(key), _serialize)
         else:
-            newest = db.versions[key]  # what the oracle compares the answer with
             policy = self.policy.read(server.state, NAMESPACE, key, lambda table: table.row(key), _serialize)
+        # what the oracle compares a read's answer with: the newest write committed (or, under
+        # write-behind, accepted by the cache) when the read began
+        newest = None if write else db.versions[key] if ledger is None else ledger.newest(key)
+        self.in_flight += 1
+        finished = [False]
 
         def done(value, failure) -> None:
+            if finished[0]:
+                return  # its client gave up already: recorded then
+            finished[0] = True
+            self.in_flight -= 1
             failed = failure is not None
             latency = env.now - start
-            version = None if failed else value["version"]
+            version = None if failed else value if type(value) is int else value["version"]
+            staleness = None
             if write:
                 self.recorder.write(start, latency, tally, failed)
-                staleness = None
+                if u is not None and not failed:
+                    ledger.acknowledged(u, start, env.now)
             else:
-                stale = version is not None and version < newest  # the oracle: see SimDB.staleness
-                staleness = db.staleness(key, version, newest, start) if stale else None
+                if ledger is not None:
+                    staleness = None if failed else ledger.staleness(key, value, newest, start)
+                elif version is not None and version < newest:  # the oracle: see SimDB.staleness
+                    staleness = db.staleness(key, version, newest, start)
                 self.recorder.read(start, latency, tally, failed, staleness)
             if trace is not None:
                 trace.update(version=version, failed=failed, latency_s=latency, staleness_s=staleness)
+            if failed:
+                self._retry(write, key, server_index, attempt)
 
-        Request(policy, perform, tally, done)
+        request = Request(policy, perform, tally, done)
+        if s.request_timeout_s is not None and not finished[0]:
+            def give_up(_event) -> None:
+                if finished[0]:
+                    return
+                request.abandon()
+                done(None, TimeoutError("the client gave up"))
+                self.recorder.timeout(start)
+
+            env.timeout(s.request_timeout_s).callbacks.append(give_up)
+
+    def _retry(self, write: bool, key: int, server_index: int, attempt: int) -> None:
+        """Retry a failed request, if the client has retries (and budget) left."""
+        s = self.scenario
+        if attempt >= s.retries:
+            return
+        if self.retry_tokens is not None:
+            if self.retry_tokens[server_index] < 1:
+                return
+            self.retry_tokens[server_index] -= 1
+        backoff = s.retry_backoff_s * 2 ** attempt
+        if backoff > 0:
+            self.in_flight += 1  # a retry waiting for its backoff keeps the flushers draining
+
+            def retry(_event) -> None:
+                self.in_flight -= 1
+                self._request(write, key, server_index, attempt=attempt + 1)
+
+            self.env.timeout(backoff).callbacks.append(retry)
+        else:
+            self._request(write, key, server_index, attempt=attempt + 1)
 
     def _tracing(self, server: AppServer, ops: list):
         env = self.env
@@ -271,10 +423,20 @@ class Simulation:
 
         return perform
 
+    def flush_stats(self) -> dict[str, int]:
+        """The flushers' counters, summed (empty unless the policy is write-behind)."""
+        if not self.flushers:
+            return {}
+        total = FlushStats()
+        for state in self.flushers:
+            for name, value in state.stats.as_dict().items():
+                setattr(total, name, getattr(total, name) + value)
+        return total.as_dict()
+
     def policy_stats(self) -> dict[str, int]:
         """The app servers' policy counters, summed."""
         total = CacheStats()
-        for server in self.servers:
+        for server in self.servers[:self.scenario.app_servers]:
             for name, value in server.state.stats.as_dict().items():
                 setattr(total, name, getattr(total, name) + value)
         return total.as_dict()

@@ -44,6 +44,7 @@ from .workload import Burst, Request
 
 
 SERVICE_KINDS = ("exponential", "deterministic")
+ABANDONED = ("run", "leave-queue")
 
 SCENARIO_DIR: Traversable = files("wtsim.data") / "scenarios"
 """Where bare scenario names are looked up: ``data/scenarios``, installed as package data."""
@@ -65,9 +66,18 @@ class Scenario:
     app_servers: int = integer(1, "each with its own breaker, repair memory and counters", minimum=1)
     bursts: tuple[Burst, ...] = items(Burst, "windows that multiply the rates")
     requests: tuple[Request, ...] = items(Request, "scripted requests, on top of the Poisson ones")
+    # -- clients
+    request_timeout_s: float | None = number(None, "a client gives up on a request after this long",
+                                             strict=True, none="clients wait forever")
+    retries: int = integer(0, "how often a client retries a request that timed out or failed: a new request")
+    retry_backoff_s: float = number(0.0, "the wait before a first retry, doubled for each next one")
+    retry_budget: float | None = number(None, "retries allowed per first attempt, per app server (10 banked at most)",
+                                        unit="", none="unlimited")
+    abandoned_queries: str = choice("run", ABANDONED, "a timed-out request's database query: it still runs, "
+                                    "or leaves the connection queue if it waits there")
     # -- policy
     policy: str = choice("write-through", policy_module, "a pattern name in wtsim.policies.POLICIES")
-    versioned: bool = flag(False, "compare-and-set on the row's version (false: the article's SET)")
+    versioned: bool = flag(False, "compare-and-set on the row's version (false: the article's SET); write-behind always has versions")
     outage_repair: bool = flag(True, "invalidate keys written while the cache was unreachable")
     breaker: bool = flag(True, "a circuit breaker per app server, on the simulated clock")
     breaker_threshold: int = integer(3, "consecutive failures that open the breaker", minimum=1)
@@ -80,6 +90,11 @@ class Scenario:
     lease_retries: int = integer(20, "waits before a reader reads the database without populating")
     early_recompute_beta: float | None = number(None, "XFetch: a hit recomputes early, likelier near expiry",
                                                 strict=True, unit="", none="off")
+    flushers: int = integer(1, "write-behind: flusher processes draining the queue, one consumer each", minimum=1)
+    flush_batch: int = integer(100, "write-behind: most entries a flusher writes in one transaction", minimum=1)
+    flush_max_delay_s: float = number(0.1, "write-behind: how long a flusher blocks for the first entry of a batch",
+                                      strict=True)
+    max_pending: int = integer(100_000, "write-behind: queued entries past which a write fails fast", minimum=1)
     # -- cache
     ttl_s: float | None = number(None, "set on write and populate, not renewed by hits",
                                  strict=True, none="no expiry")
@@ -92,6 +107,7 @@ class Scenario:
     # -- database
     db_read_s: float = number(0.002, "mean service time of a read")
     db_write_s: float = number(0.005, "mean service time of a write (with its commit)")
+    db_write_row_s: float = number(0.0005, "what each further row adds to a batched write (the commit is paid once)")
     db_connections: int = integer(20, "the pool: more concurrent queries wait for a connection", minimum=1)
     service: str = choice("exponential", SERVICE_KINDS, "service time distribution; deterministic: exactly the mean")
     # -- faults
@@ -105,10 +121,10 @@ class Scenario:
         for i, fault in enumerate(self.faults):
             if fault.start_s >= self.duration_s:
                 raise ValueError(f"faults[{i}].start_s must be < duration_s ({self.duration_s}), got {fault.start_s}")
-            if fault.servers is not None and fault.servers > self.app_servers:
-                raise ValueError(
-                    f"faults[{i}].servers must be <= app_servers ({self.app_servers}), got {fault.servers}"
-                )
+            limit, of = (self.flushers, "flushers") if fault.kind == "flusher-down" else (self.app_servers,
+                                                                                           "app_servers")
+            if fault.servers is not None and fault.servers > limit:
+                raise ValueError(f"faults[{i}].servers must be <= {of} ({limit}), got {fault.servers}")
         for i, request in enumerate(self.requests):
             if request.at_s >= self.duration_s:
                 raise ValueError(f"requests[{i}].at_s must be < duration_s ({self.duration_s}), got {request.at_s}")

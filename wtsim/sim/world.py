@@ -20,6 +20,11 @@ value a reader got back whether it was stale and for how long
 * :class:`~wtsim.ops.CacheSetIfNewer`, :class:`~wtsim.ops.CacheTombstone`,
   :class:`~wtsim.ops.CacheLease` and :class:`~wtsim.ops.CacheSetLeased` do
   exactly what the Lua scripts of :mod:`wtsim.scripts` do.
+* A write-behind write (:class:`~wtsim.ops.CacheQueueWrite`) stores a *dirty*
+  entry without TTL and appends to a :class:`~wtsim.sim.streams.SimStream`,
+  as :data:`wtsim.scripts.QUEUE_WRITE` does; the LRU never evicts a dirty
+  entry (as ``volatile-lru`` would not: it has no TTL), and a flush loses the
+  streams with everything else.
 * Payloads are kept as decoded :class:`wtsim.codec.Entry` objects: the
   simulated app servers use :class:`DecodedCodec`, which "encodes" a value as
   its Entry, so a hit costs no JSON parse. A JSON payload (a test's, say) is
@@ -35,6 +40,7 @@ import math
 from collections import OrderedDict
 from typing import Callable
 
+import json
 from typing import Any
 
 from .. import codec
@@ -43,12 +49,22 @@ from ..ops import (
     CacheDelete,
     CacheGet,
     CacheLease,
+    CachePopulate,
     CachePurge,
+    CacheQueueWrite,
     CacheSet,
     CacheSetIfNewer,
     CacheSetLeased,
     CacheTombstone,
+    CacheUnpin,
+    QueueAnswer,
+    StreamAck,
+    StreamAdd,
+    StreamClaim,
+    StreamCreateGroup,
+    StreamRead,
 )
+from .streams import SimStream
 
 Row = dict
 
@@ -64,10 +80,22 @@ class SimDB:
         self.clock = clock
         self.versions = [1] * (n_keys + 1)  # versions[key]; index 0 is unused
         self.commits: dict[int, list[float]] = {}  # key -> commit time of version 1, 2, ...
+        self.fields: dict[int, dict] = {}  # key -> the other columns a write-behind write stored
 
     def row(self, key: int) -> Row:
         """The committed row, as a fresh dict."""
-        return {"id": key, "version": self.versions[key]}
+        fields = self.fields.get(key)
+        if fields is None:
+            return {"id": key, "version": self.versions[key]}
+        return {**fields, "id": key, "version": self.versions[key]}
+
+    def upsert_newer(self, key: int, data: dict, version: int) -> bool:
+        """The write-behind applier (:func:`wtsim.upsert_newer`): store ``data`` at ``version`` if newer."""
+        if version <= self.versions[key]:
+            return False
+        self.versions[key] = version
+        self.fields[key] = {name: value for name, value in data.items() if name not in ("id", "version")}
+        return True
 
     def commit(self, key: int) -> Row:
         """Commit the next version of ``key`` now; return the new row."""
@@ -102,6 +130,7 @@ class DecodedCodec:
     """
 
     FOREIGN = codec.FOREIGN
+    encode_data = staticmethod(codec.encode_data)  # a queued row stays JSON: it travels in a stream
 
     @staticmethod
     def encode(data: dict, version: int | None = None, delta: float | None = None,
@@ -123,6 +152,11 @@ class SimCache:
     def __init__(self, capacity: int | None = None) -> None:
         self.capacity = capacity
         self.data: OrderedDict[str, tuple[codec.Entry, float]] = OrderedDict()
+        self.streams: dict[str, SimStream] = {}
+        self.on_queued: Callable[[CacheQueueWrite, int, float], None] | None = None
+        """Called as ``(op, version, now)`` when a write-behind write is queued: the oracle listens."""
+        self.on_stream_length: Callable[[int], None] | None = None
+        """Called with the queue's new length whenever it changes: the timeline listens."""
         self._perform = {
             CacheGet: lambda op, now: self.get(op.key, now),
             CacheSet: lambda op, now: self.set(op.key, op.payload, op.ttl_s, now),
@@ -132,6 +166,16 @@ class SimCache:
             CachePurge: lambda op, now: self.purge(op.key_prefix),
             CacheLease: lambda op, now: self.lease(op.key, op.lease, op.ttl_s, now),
             CacheSetLeased: lambda op, now: self.set_leased(op.key, op.payload, op.lease, op.ttl_s, now),
+            CacheQueueWrite: self.queue_write,
+            CachePopulate: lambda op, now: self.populate(op.key, op.payload, op.ttl_s, now),
+            CacheUnpin: lambda op, now: self.unpin(op.entries, op.ttl_s, now),
+            StreamCreateGroup: lambda op, now: self.stream(op.stream).create_group(op.group),
+            StreamRead: lambda op, now: self.stream(op.stream).read(op.group, op.consumer, op.count, op.pending,
+                                                                   now),
+            StreamClaim: lambda op, now: self.stream(op.stream).claim(op.group, op.consumer, op.min_idle_s,
+                                                                     op.count, now),
+            StreamAck: self._ack,
+            StreamAdd: lambda op, now: self.stream(op.stream).add(dict(op.fields)),
         }
 
     def apply(self, op: object, now: float) -> object:
@@ -159,7 +203,20 @@ class SimCache:
         if self.capacity is not None:
             data.move_to_end(key)
             while len(data) > self.capacity:
-                data.popitem(last=False)
+                oldest = next(iter(data))
+                if data[oldest][0].dirty:
+                    if not self._evict_clean():
+                        break  # every entry is dirty: over capacity, as Redis with nothing evictable
+                else:
+                    del data[oldest]
+
+    def _evict_clean(self) -> bool:
+        """Evict the least recently used entry that is not dirty; ``False`` when there is none."""
+        for key, (entry, _) in self.data.items():
+            if not entry.dirty:
+                del self.data[key]
+                return True
+        return False
 
     def delete(self, keys: tuple[str, ...], now: float) -> int:
         """``DEL``: how many of ``keys`` existed."""
@@ -177,8 +234,19 @@ class SimCache:
         return len(doomed)
 
     def flush(self) -> None:
-        """``FLUSHALL``: the cache restarts empty."""
+        """``FLUSHALL``: the cache restarts empty, its streams (the write-behind queue) too."""
         self.data.clear()
+        had_queue = any(len(stream) for stream in self.streams.values())
+        self.streams.clear()
+        if had_queue and self.on_stream_length is not None:
+            self.on_stream_length(0)
+
+    def stream(self, name: str) -> SimStream:
+        """The stream called ``name``, created empty when it is first used (as ``XADD`` and ``MKSTREAM`` do)."""
+        stream = self.streams.get(name)
+        if stream is None:
+            stream = self.streams[name] = SimStream()
+        return stream
 
     # -- the Lua scripts of wtsim.scripts -------------------------------------------------------
 
@@ -220,6 +288,53 @@ class SimCache:
             return False
         self.set(key, payload, ttl_s, now)
         return True
+
+    # -- write-behind: the scripts QUEUE_WRITE, POPULATE and UNPIN, and the stream commands --------
+
+    def queue_write(self, op: CacheQueueWrite, now: float) -> QueueAnswer:
+        """``QUEUE_WRITE``: a dirty entry without TTL and a stream entry, the version one more than the entry's."""
+        stream = self.stream(op.stream)
+        if len(stream) >= op.max_pending:
+            return QueueAnswer(None, pending=len(stream))
+        current = self.get(op.key, now)
+        version = None
+        if current is not None and current.version is not None and (current.data is not None or current.tombstone):
+            version = current.version + 1
+        if version is None:
+            if op.base_version is None:
+                return QueueAnswer(None, need_base=True)
+            version = op.base_version + 1
+        self.set(op.key, Entry(json.loads(op.data_json), version, dirty=True), None, now)
+        stream.add({"ns": op.namespace, "id": op.id_json, "v": str(version), "p": op.data_json})
+        if self.on_queued is not None:
+            self.on_queued(op, version, now)
+        if self.on_stream_length is not None:
+            self.on_stream_length(len(stream))
+        return QueueAnswer(version)
+
+    def populate(self, key: str, payload: Entry | str, ttl_s: float | None, now: float) -> bool:
+        """``POPULATE``: store unless a value, dirty or clean, is there."""
+        current = self.get(key, now)
+        if current is not None and current.data is not None:
+            return False
+        self.set(key, payload, ttl_s, now)
+        return True
+
+    def unpin(self, entries: tuple[tuple[str, str, str], ...], ttl_s: float | None, now: float) -> int:
+        """``UNPIN``: each entry still holding exactly its dirty payload becomes the clean one, with ``ttl_s``."""
+        done = 0
+        for key, dirty, clean in entries:
+            if self.get(key, now) == DecodedCodec.decode(dirty):
+                self.set(key, clean, ttl_s, now)
+                done += 1
+        return done
+
+    def _ack(self, op: StreamAck, now: float) -> int:
+        stream = self.stream(op.stream)
+        acked = stream.ack(op.group, op.ids)
+        if self.on_stream_length is not None and op.ids:
+            self.on_stream_length(len(stream))
+        return acked
 
     def __len__(self) -> int:
         return len(self.data)
