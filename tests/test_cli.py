@@ -38,7 +38,7 @@ def test_demo_walks_through_every_scene_and_writes_the_report(demo):
     repaired = out[out.index("Redis is back"):]
     assert "stock=7 version=2" in repaired
     html = (folder / "report.html").read_text()
-    for name in ("db-load", "hit-ratio", "stale-reads", "latency"):
+    for name in ("db-load", "hit-ratio", "stale-reads", "latency", "patterns"):
         assert (folder / "figures" / f"{name}.png").stat().st_size > 10_000
         assert f'src="figures/{name}.png"' in html
     assert f"Report with figures: {folder / 'report.html'}" in out
@@ -51,6 +51,8 @@ def test_report_numbers_tell_the_story(demo):
     rows = dict(re.findall(r"<tr><td>([^<]+)</td><td>([\d,]+)</td><td>[^<]+</td></tr>", html))
     assert int(rows["article's algorithm"].replace(",", "")) > 100
     assert rows["outage repair"] == "0"
+    lost = re.search(r"the crash took ([\d,]+) acknowledged writes with its queue; write-through lost ([\d,]+)", html)
+    assert lost and int(lost[1].replace(",", "")) > 0 and lost[2] == "0"
 
 
 @pytest.mark.parametrize(

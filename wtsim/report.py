@@ -1,8 +1,9 @@
-"""The demo report: two simulated scenarios, four figures, one HTML page.
+"""The demo report: three simulated scenarios, five figures, one HTML page.
 
 ``make demo`` ends with this. It simulates the article's example (with the
-cache and without it) and a Redis outage (the article's algorithm, versioned
-mode, outage repair), draws the figures with :mod:`wtsim.plots`, and writes
+cache and without it), a Redis outage (the article's algorithm, versioned
+mode, outage repair) and a cache crash under every pattern (``wtsim
+compare``), draws the figures with :mod:`wtsim.plots`, and writes
 ``out/report.html`` beside ``out/figures/*.png``. Seeded: the same run gives
 the same numbers, so the page can be compared from one machine to the next.
 
@@ -19,6 +20,7 @@ from typing import Callable
 
 from . import analytic, plots
 from .sim import Result, load_scenario, run
+from .sim.compare import COLUMNS, compare, comparison_rows
 
 OUTAGE_VARIANTS = {
     "article's algorithm": {"versioned": False, "outage_repair": False},
@@ -51,12 +53,15 @@ def write_report(out_dir: str | Path = "out", progress: Callable[[str], None] | 
     outage = load_scenario("redis-outage")
     variants = {label: run(outage.replace(**changes)) for label, changes in OUTAGE_VARIANTS.items()}
     breakers = {"with the breaker": variants["article's algorithm"], "without": run(outage.replace(breaker=False))}
+    say("simulating a cache crash under each pattern")
+    patterns = compare(load_scenario("cache-crash"))
 
     say("drawing the figures")
     _save(plots.db_load_figure(cached, uncached), figures / "db-load.png")
     _save(plots.hit_ratio_figure(variants), figures / "hit-ratio.png")
     _save(plots.stale_reads_figure(variants), figures / "stale-reads.png")
     _save(plots.latency_figure(breakers), figures / "latency.png")
+    _save(plots.comparison_figure(patterns), figures / "patterns.png")
 
     sections = [
         _load_section(cached, uncached),
@@ -98,6 +103,7 @@ def write_report(out_dir: str | Path = "out", progress: Callable[[str], None] | 
                 for label, r in breakers.items()
             ],
         ),
+        _patterns_section(patterns),
     ]
     path = out / "report.html"
     path.write_text(_html(sections), encoding="utf-8")
@@ -121,6 +127,20 @@ def _load_section(cached: Result, uncached: Result) -> Section:
             ("no cache", f"{uncached.db_queries_per_s:,.0f}", "-", _ms(uncached.read_latency_s["p99"])),
         ],
     )
+
+
+def _patterns_section(results: dict[str, Result]) -> Section:
+    s = next(iter(results.values())).scenario
+    behind, through = results.get("write-behind"), results.get("write-through")
+    text = (f"The same seeded workload ({s.read_rate:,.0f} reads/s, {s.write_rate:,.0f} writes/s) and the same "
+            "fault, a Redis crash with a half-second restart, under each pattern.")
+    if behind is not None and through is not None:
+        text += (f" Write-behind sends {behind.db_queries_per_s:,.0f} database queries/s against write-through's "
+                 f"{through.db_queries_per_s:,.0f} (it batches and coalesces writes) and answers writes in one "
+                 f"round trip, but the crash took {behind.writes_lost:,} acknowledged writes with its queue; "
+                 f"write-through lost {through.writes_lost:,}.")
+    return Section("Every pattern through a cache crash", text, "figures/patterns.png",
+                   [COLUMNS] + [tuple(row) for row in comparison_rows(results)])
 
 
 def _save(fig, path: Path) -> None:

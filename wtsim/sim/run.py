@@ -356,40 +356,46 @@ class Simulation:
         # write-behind, accepted by the cache) when the read began
         newest = None if write else db.versions[key] if ledger is None else ledger.newest(key)
         self.in_flight += 1
-        finished = [False]
+        recorder = self.recorder
+        finished = False
 
         def done(value, failure) -> None:
-            if finished[0]:
+            nonlocal finished
+            if finished:
                 return  # its client gave up already: recorded then
-            finished[0] = True
+            finished = True
             self.in_flight -= 1
-            failed = failure is not None
             latency = env.now - start
-            version = None if failed else value if type(value) is int else value["version"]
             staleness = None
+            if failure is not None:
+                version = None
+            elif write:
+                version = value if u is not None else value["version"]
+            else:
+                version = value["version"]
             if write:
-                self.recorder.write(start, latency, tally, failed)
-                if u is not None and not failed:
+                recorder.write(start, latency, tally, failure is not None)
+                if u is not None and failure is None:
                     ledger.acknowledged(u, start, env.now)
             else:
                 if ledger is not None:
-                    staleness = None if failed else ledger.staleness(key, value, newest, start)
+                    staleness = None if failure is not None else ledger.staleness(key, value, newest, start)
                 elif version is not None and version < newest:  # the oracle: see SimDB.staleness
                     staleness = db.staleness(key, version, newest, start)
-                self.recorder.read(start, latency, tally, failed, staleness)
+                recorder.read(start, latency, tally, failure is not None, staleness)
             if trace is not None:
-                trace.update(version=version, failed=failed, latency_s=latency, staleness_s=staleness)
-            if failed:
+                trace.update(version=version, failed=failure is not None, latency_s=latency, staleness_s=staleness)
+            if failure is not None:
                 self._retry(write, key, server_index, attempt)
 
         request = Request(policy, perform, tally, done)
-        if s.request_timeout_s is not None and not finished[0]:
+        if s.request_timeout_s is not None and not finished:
             def give_up(_event) -> None:
-                if finished[0]:
+                if finished:
                     return
                 request.abandon()
                 done(None, TimeoutError("the client gave up"))
-                self.recorder.timeout(start)
+                recorder.timeout(start)
 
             env.timeout(s.request_timeout_s).callbacks.append(give_up)
 
