@@ -6,6 +6,10 @@ commit out of order. So an applier must refuse a version that is not newer
 than the row's: :func:`upsert_newer` does it in one statement, ``INSERT ... ON
 CONFLICT (pk) DO UPDATE ... WHERE version < excluded.version``, on SQLite and
 PostgreSQL (SQLAlchemy's dialect inserts).
+
+:data:`SAMPLE_APPLIERS` is the mapping ``wtsim flush`` uses by default: the
+namespace ``products`` written into the sample :class:`~wtsim.models.Product`
+table.
 """
 
 from __future__ import annotations
@@ -17,13 +21,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 _INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
 
-def upsert_newer(model: Any, version_column: str = "version") -> Callable[[Any, Any, dict, int], None]:
+def upsert_newer(model: Any, version_column: str = "version") -> Callable[[Any, Any, dict, int], bool]:
     """An applier for ``model`` (mapped, one primary key column, an integer ``version_column``).
 
     ``data`` holds column values by column name; the primary key comes from
     ``entity_id`` and the version from ``version``, whatever ``data`` says. An
     unknown field raises ``ValueError`` (the entry then goes to the dead-letter
-    stream rather than being half-written).
+    stream rather than being half-written). The applier answers whether it
+    wrote the row (``False``: the row already had this version or a newer one).
+    Its ``table`` attribute is the table it writes, so a caller can check that
+    the table exists before flushing into it.
     """
     table = model.__table__
     keys = list(table.primary_key.columns)
@@ -36,7 +43,7 @@ def upsert_newer(model: Any, version_column: str = "version") -> Callable[[Any, 
     writable = {c.name for c in table.columns} - {pk.name, version_col.name}
     pk_type = pk.type.python_type
 
-    def apply(session: Any, entity_id: Any, data: dict, version: int) -> None:
+    def apply(session: Any, entity_id: Any, data: dict, version: int) -> bool:
         dialect = session.get_bind().dialect.name
         insert = _INSERTS.get(dialect)
         if insert is None:
@@ -54,7 +61,18 @@ def upsert_newer(model: Any, version_column: str = "version") -> Callable[[Any, 
             set_={name: stmt.excluded[name] for name in values if name != pk.name},
             where=version_col < stmt.excluded[version_col.name],
         )
-        session.execute(stmt)
+        return session.execute(stmt.execution_options(preserve_rowcount=True)).rowcount == 1
 
     apply.__name__ = apply.__qualname__ = f"upsert_newer_{table.name}"
+    apply.table = table  # type: ignore[attr-defined]
     return apply
+
+
+def _sample_appliers() -> dict[str, Callable[[Any, Any, dict, int], bool]]:
+    from .models import Product
+
+    return {"products": upsert_newer(Product)}
+
+
+SAMPLE_APPLIERS = _sample_appliers()
+"""``{"products": upsert_newer(Product)}``: the default of ``wtsim flush --appliers``."""
