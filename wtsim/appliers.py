@@ -43,11 +43,24 @@ def upsert_newer(model: Any, version_column: str = "version") -> Callable[[Any, 
     writable = {c.name for c in table.columns} - {pk.name, version_col.name}
     pk_type = pk.type.python_type
 
+    statements: dict[tuple[str, tuple[str, ...]], Any] = {}  # built once per dialect and set of columns
+
+    def statement(dialect: str, names: tuple[str, ...]) -> Any:
+        stmt = statements.get((dialect, names))
+        if stmt is None:
+            insert = _INSERTS.get(dialect)
+            if insert is None:
+                raise ValueError(f"upsert_newer supports {', '.join(_INSERTS)}; the session's database is {dialect}")
+            stmt = insert(table)  # the columns come from the parameters
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[pk],
+                set_={name: stmt.excluded[name] for name in names if name != pk.name},
+                where=version_col < stmt.excluded[version_col.name],
+            ).execution_options(preserve_rowcount=True)  # SQLAlchemy keeps an INSERT's rowcount only when asked
+            statements[(dialect, names)] = stmt
+        return stmt
+
     def apply(session: Any, entity_id: Any, data: dict, version: int) -> bool:
-        dialect = session.get_bind().dialect.name
-        insert = _INSERTS.get(dialect)
-        if insert is None:
-            raise ValueError(f"upsert_newer supports {', '.join(_INSERTS)}; the session's database is {dialect}")
         unknown = set(data) - writable - {pk.name, version_col.name}
         if unknown:
             raise ValueError(f"fields {sorted(unknown)} are not columns of {table.name}; "
@@ -55,13 +68,8 @@ def upsert_newer(model: Any, version_column: str = "version") -> Callable[[Any, 
         values = {name: data[name] for name in writable if name in data}
         values[pk.name] = pk_type(entity_id) if pk_type in (int, str) else entity_id
         values[version_col.name] = version
-        stmt = insert(table).values(values)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[pk],
-            set_={name: stmt.excluded[name] for name in values if name != pk.name},
-            where=version_col < stmt.excluded[version_col.name],
-        )
-        return session.execute(stmt.execution_options(preserve_rowcount=True)).rowcount == 1
+        stmt = statement(session.get_bind().dialect.name, tuple(sorted(values)))
+        return session.execute(stmt, values).rowcount == 1
 
     apply.__name__ = apply.__qualname__ = f"upsert_newer_{table.name}"
     apply.table = table  # type: ignore[attr-defined]
