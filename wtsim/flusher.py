@@ -152,6 +152,9 @@ class WriteBehindFlusher:
             summary_every_s: float | None = 60.0) -> None:
         """Flush batches until ``stop_event`` is set; an error is logged, then retried after ``error_pause_s``.
 
+        A server that does not answer (Redis, or a ``transient`` database
+        error) is logged in one line; any other error with its traceback.
+
         A backoff wait between retries ends early when ``stop_event`` is set:
         the batch is abandoned unacknowledged (safe: its entries stay pending).
         """
@@ -171,6 +174,10 @@ class WriteBehindFlusher:
                 except _Stopped:
                     log.warning("stopped during a retry wait; the batch is abandoned, its entries stay pending")
                     break
+                except (CacheUnavailable, *self.config.transient) as exc:  # a server down: one line, no traceback
+                    log.error("write-behind flush failed (%s: %s); retrying in %.1fs",
+                              type(exc).__name__, " ".join(str(exc).split()), error_pause_s)
+                    stop_event.wait(error_pause_s)
                 except Exception:
                     log.exception("write-behind flush failed; retrying in %.1fs", error_pause_s)
                     stop_event.wait(error_pause_s)
