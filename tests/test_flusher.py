@@ -270,3 +270,23 @@ def test_run_logs_each_batch_and_a_summary(cache, make_flusher, engine, caplog):
     assert len(batches) == 1 and batches[0].startswith("batch: read 2 (claimed 0), applied 2, coalesced 0, dead 0")
     summary = next(m for m in messages if m.startswith("summary:"))
     assert "queue length 0" in summary and "applied=2" in summary
+
+
+def test_an_evicted_dirty_entry_is_still_flushed_but_the_old_row_comes_back_and_a_version_repeats(
+        cache, make_flusher, engine, redis_conn, db):
+    """What allkeys-* eviction of a dirty entry does (the stream kept): see the README's "What a crash can lose"."""
+    from wtsim.models import product_dict
+
+    assert write(cache, engine, PID, {**ROW, "stock": 7}) == 2
+    redis_conn.delete(cache.key(NS, PID))  # evicted
+    assert cache.read(db, NS, PID, lambda s: s.get(Product, PID), product_dict)["stock"] == 333  # the old row...
+    populated = codec.decode(redis_conn.get(cache.key(NS, PID)))
+    assert (populated.version, populated.dirty, populated.data["stock"]) == (1, False, 333)
+    flusher = make_flusher()
+    assert flusher.flush_once().unpinned == 0  # ...populated, and not replaced by the flush
+    assert (row(engine).version, row(engine).stock) == (2, 7)  # the stream still held the write
+    assert codec.decode(redis_conn.get(cache.key(NS, PID))).data["stock"] == 333  # stale until its TTL
+    assert cache.write(NS, PID, {**ROW, "stock": 8}) == 2  # the cached v1 gives version 2 again...
+    flusher.flush_once()
+    assert (row(engine).version, row(engine).stock) == (2, 7)  # ...which the database refuses: stock 8 is lost
+    assert codec.decode(redis_conn.get(cache.key(NS, PID))).data["stock"] == 8  # while the cache says it is there

@@ -351,3 +351,70 @@ def test_past_max_pending_a_write_is_refused_and_writes_nothing(server, database
         assert f.stop() == 0, f.log()
     assert set(database.versions()) == set(client.acked)  # the refused keys were never written
     assert_applied_once_in_effect(database, client.acked)
+
+
+# -- what partial persistence and eviction do (the README's "What a crash can lose") ----------
+
+def in_process_flusher(client: Client) -> "WriteBehindFlusher":
+    from crash_appliers import _applier
+
+    from wtsim import WriteBehindFlusher
+
+    return WriteBehindFlusher(client.redis, client.database.engine, {NS: _applier(client.database.table)},
+                              prefix=PREFIX, max_delay_s=0.01, claim_idle_s=None)
+
+
+def flush_all(flusher) -> None:
+    while flusher.flush_once().read:
+        pass
+
+
+def test_an_rdb_snapshot_restores_old_versions_and_the_next_write_of_such_a_key_is_lost(database, tmp_path):
+    """Restored from a snapshot, the cache is behind the database: a version is handed out twice, the flusher refuses it."""
+    with RedisServer(tmp_path / "redis") as server:
+        client = Client(server.url, database)
+        flusher = in_process_flusher(client)
+        client.write("k", 1)
+        flush_all(flusher)
+        client.redis.save()  # the snapshot: k clean at version 1
+        assert client.write("k", 2) == 2
+        flush_all(flusher)  # the database has version 2
+        client.write("x", 3)  # acknowledged, not flushed
+        server.stop()  # kill -9
+        server.start()  # loads the snapshot
+        assert client.pending() == 0 and client.redis.get(client.cache.key(NS, "x")) is None  # x is lost
+        assert codec.decode(client.redis.get(client.cache.key(NS, "k"))).version == 1  # k is behind the database
+        assert client.write("k", 4) == 2  # version 2 again
+        flush_all(flusher)
+        assert database.versions() == {"k": 2}
+        with Session(database.engine) as db:
+            assert db.get(database.Item, "k").stock == 2  # the write of stock 4 never reached the database...
+        assert codec.decode(client.redis.get(client.cache.key(NS, "k"))).data == {"stock": 4}  # ...the cache says it did
+
+
+@pytest.mark.parametrize("policy", ["noeviction", "volatile-lru", "allkeys-lru"])
+def test_maxmemory_policy_and_queued_writes(policy, database, tmp_path):
+    """noeviction and volatile-*: at maxmemory a write fails and queues nothing. allkeys-*: the queue itself is evicted."""
+    with RedisServer(tmp_path / "redis", options=("--maxmemory", "2mb", "--maxmemory-policy", policy)) as server:
+        client = Client(server.url, database, breaker=False)
+        big = "y" * 200
+        error = None
+        for i in range(20_000):
+            try:
+                client.cache.write(NS, f"k{i}", {"stock": i, "pad": big}, version_reader=lambda db: 0)
+            except Exception as exc:
+                error = exc
+                break
+            client.writes += 1
+            if policy == "allkeys-lru" and client.pending() < client.writes:
+                break
+        if policy == "allkeys-lru":
+            assert error is None and client.redis.info("stats")["evicted_keys"] > 0
+            assert client.pending() < client.writes  # acknowledged writes evicted from the stream: lost
+        else:
+            from wtsim import CacheRejected
+
+            assert isinstance(error, CacheRejected) and "OutOfMemoryError" in str(error)
+            assert client.pending() == client.writes  # every acknowledged write is queued...
+            assert client.redis.get(client.cache.key(NS, f"k{client.writes}")) is None  # ...the refused one is not
+            assert client.redis.info("stats")["evicted_keys"] == 0
