@@ -6,6 +6,8 @@ never do to a shared server, so they start their own:
 * :class:`RedisServer` runs ``redis-server`` on a free port of 127.0.0.1 with
   no persistence. ``stop()`` kills it (connections are then refused: "Redis
   down"), ``start()`` brings it back on the same port, empty ("Redis back").
+  ``options`` adds settings, e.g. ``("--appendonly", "yes")`` for a server
+  that a restart on the same directory reloads.
 * :class:`HangProxy` sits in front of a server and forwards bytes both ways
   until ``hang()``; from then on it accepts and reads, but never answers (a
   hung Redis, whose data is still there). ``resume()`` forwards again.
@@ -90,7 +92,7 @@ class RedisServer:
     """A private ``redis-server`` on a free port; ``stop()`` and ``start()`` it at will."""
 
     def __init__(self, directory: str | Path | None = None, *, port: int | None = None,
-                 start_timeout: float = 10.0) -> None:
+                 start_timeout: float = 10.0, options: tuple[str, ...] = ()) -> None:
         self.binary = redis_server_binary()
         self._tmp = None
         if directory is None:
@@ -100,6 +102,7 @@ class RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.start_timeout = start_timeout
+        self.options = tuple(options)
         self.process: subprocess.Popen | None = None
         self._finalizer: weakref.finalize | None = None
 
@@ -132,6 +135,7 @@ class RedisServer:
             "--daemonize", "no",
             "--loglevel", "warning",
             "--logfile", str(self.directory / "redis.log"),
+            *self.options,  # last: a setting given twice takes its last value
         ]
         self.process = subprocess.Popen(
             command,

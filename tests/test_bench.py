@@ -2,23 +2,66 @@
 
 from __future__ import annotations
 
-from wtsim.bench import CASES, bench_cache, format_cache_bench
+import pytest
+
+from wtsim.bench import CASES, DRAIN_TARGET, WRITE_BEHIND_TARGET, bench_cache, format_cache_bench
 from wtsim.sim.bench import bench_sim, format_sim_bench
 
 
-def test_cache_bench_measures_every_case():
-    """read and write of each pattern and mode: rows of positive timings, their ratio and target."""
-    rows = bench_cache(None, reads=20, writes=3, rounds=2)  # None: the embedded fakeredis
+@pytest.fixture(scope="module")
+def cache_rows():
+    """One small run of the cache bench on the embedded fakeredis, draining into a temporary SQLite file."""
+    return bench_cache(None, reads=20, writes=3, rounds=2, drain_rows=100, drain_rounds=1)
+
+
+def test_cache_bench_measures_every_case(cache_rows):
+    """read and write of each pattern and mode, then write-behind: positive timings, their ratio and target."""
+    rows = cache_rows
     cases = [(policy, mode) for policy, mode, *_ in CASES]
     assert [(r["policy"], r["mode"], r["operation"]) for r in rows] == [
         (policy, mode, op) for policy, mode in cases for op in ("read", "write")
-    ]
+    ] + [("write-behind", "queue", "write"), ("write-behind", "batch100/1", "drain")]
     assert ("cache-aside", "naive") in cases and ("write-through", "leases") in cases
     for row in rows:
         assert row["cache_s"] > 0 and row["raw_s"] > 0
         assert row["ratio"] == row["raw_s"] / row["cache_s"]
     table = format_cache_bench(rows, None)
-    assert table.count("\n") == len(rows) + 1 and table.startswith("Redis: embedded fakeredis")
+    assert table.count("\n") == len(rows) + 2 and table.startswith("Redis: embedded fakeredis")
+
+
+def test_cache_bench_reports_the_write_behind_rows(cache_rows):
+    """The queued write against its bare Lua call, and the drain rates at batch 100 and batch 1, in rows/s."""
+    write, drain = cache_rows[-2:]
+    assert write["target"] == WRITE_BEHIND_TARGET == 0.8 and drain["target"] == DRAIN_TARGET == 5.0
+    assert 1e-6 < write["cache_s"] < 1 and 1e-6 < write["raw_s"] < 1
+    rates = drain["rows_per_s"]
+    assert rates == {"batch_100": 1 / drain["cache_s"], "batch_1": 1 / drain["raw_s"]}
+    assert all(1 < rate < 1e7 for rate in rates.values())
+    assert drain["database"] == "sqlite (temporary file)"
+    last = format_cache_bench(cache_rows, None).splitlines()[-1]
+    assert last.startswith("drain: the flusher into sqlite (temporary file): batch 100 ")
+    assert f"batch 1 {rates['batch_1']:,.0f} rows/s" in last
+
+
+def test_cache_bench_drains_into_the_given_database(tmp_path):
+    """``database_url`` is where the drain writes (its table dropped afterwards); the printout names it."""
+    from sqlalchemy import inspect
+
+    from wtsim import make_engine
+
+    url = f"sqlite:///{tmp_path / 'drain.db'}"
+    rows = bench_cache(None, reads=5, writes=1, rounds=1, database_url=url, drain_rows=20, drain_rounds=1)
+    assert rows[-1]["database"] == url and (tmp_path / "drain.db").exists()
+    engine = make_engine(url)
+    assert inspect(engine).get_table_names() == []
+    engine.dispose()
+    assert f"drain: the flusher into {url}:" in format_cache_bench(rows, None)
+
+
+def test_a_database_password_is_not_printed():
+    from wtsim.bench import _shown
+
+    assert _shown("postgresql+psycopg://u:secret@h/db") == "postgresql+psycopg://u:***@h/db"
 
 
 def test_cache_bench_marks_a_ratio_below_its_target():

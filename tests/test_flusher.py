@@ -220,3 +220,73 @@ def test_run_flushes_until_stopped(cache, make_flusher, engine):
 def test_settings_are_checked(redis_conn, engine, field, bad):
     with pytest.raises(ValueError, match=field):
         WriteBehindFlusher(redis_conn, engine, {NS: upsert_newer(Product)}, **{field: bad})
+
+
+def test_a_stop_during_a_retry_wait_abandons_the_batch_and_keeps_its_entries(cache, make_flusher, engine, redis_conn):
+    """The database is down and the flusher waits 30 s to retry: a stop ends it at once, nothing dead-lettered."""
+    outage = sqlalchemy.exc.OperationalError("INSERT", {}, Exception("connection refused"))
+    applier = Counting(fail=outage, times=10**6)
+    write(cache, engine, PID, ROW)
+    flusher = make_flusher(applier, backoff_s=30, backoff_max_s=30)
+    stop = threading.Event()
+    thread = threading.Thread(target=flusher.run, args=(stop,))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not applier.calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(applier.calls) == 1  # the first attempt failed; now in the backoff wait
+        stopped = time.monotonic()
+        stop.set()
+        thread.join(5)
+        assert not thread.is_alive() and time.monotonic() - stopped < 2
+    finally:
+        stop.set()
+        thread.join(5)
+    assert len(applier.calls) == 1 and row(engine).version == 1
+    assert redis_conn.xlen(cache.stream) == 1 and redis_conn.xlen(flusher.config.dead_stream) == 0
+    assert redis_conn.xpending(cache.stream, flusher.config.group)["pending"] == 1  # still ours, unacknowledged
+    applier.fail = None  # the database is back: the same flusher re-reads its entry and applies it
+    assert flusher.flush_once().applied == 1 and row(engine).version == 2
+
+
+def test_run_logs_each_batch_and_a_summary(cache, make_flusher, engine, caplog):
+    flusher = make_flusher()
+    write(cache, engine, PID, ROW)
+    write(cache, engine, NEW, ROW)
+    stop = threading.Event()
+    caplog.set_level("INFO", logger="wtsim.flusher")
+    thread = threading.Thread(target=flusher.run, args=(stop,), kwargs={"summary_every_s": 0.05})
+    thread.start()
+    try:
+        deadline = time.monotonic() + 5
+        while not any("summary:" in r.message for r in caplog.records) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        thread.join(5)
+    messages = [r.message for r in caplog.records]
+    batches = [m for m in messages if m.startswith("batch:")]
+    assert len(batches) == 1 and batches[0].startswith("batch: read 2 (claimed 0), applied 2, coalesced 0, dead 0")
+    summary = next(m for m in messages if m.startswith("summary:"))
+    assert "queue length 0" in summary and "applied=2" in summary
+
+
+def test_an_evicted_dirty_entry_is_still_flushed_but_the_old_row_comes_back_and_a_version_repeats(
+        cache, make_flusher, engine, redis_conn, db):
+    """What allkeys-* eviction of a dirty entry does (the stream kept): see the README's "What a crash can lose"."""
+    from wtsim.models import product_dict
+
+    assert write(cache, engine, PID, {**ROW, "stock": 7}) == 2
+    redis_conn.delete(cache.key(NS, PID))  # evicted
+    assert cache.read(db, NS, PID, lambda s: s.get(Product, PID), product_dict)["stock"] == 333  # the old row...
+    populated = codec.decode(redis_conn.get(cache.key(NS, PID)))
+    assert (populated.version, populated.dirty, populated.data["stock"]) == (1, False, 333)
+    flusher = make_flusher()
+    assert flusher.flush_once().unpinned == 0  # ...populated, and not replaced by the flush
+    assert (row(engine).version, row(engine).stock) == (2, 7)  # the stream still held the write
+    assert codec.decode(redis_conn.get(cache.key(NS, PID))).data["stock"] == 333  # stale until its TTL
+    assert cache.write(NS, PID, {**ROW, "stock": 8}) == 2  # the cached v1 gives version 2 again...
+    flusher.flush_once()
+    assert (row(engine).version, row(engine).stock) == (2, 7)  # ...which the database refuses: stock 8 is lost
+    assert codec.decode(redis_conn.get(cache.key(NS, PID))).data["stock"] == 8  # while the cache says it is there

@@ -9,7 +9,17 @@ rounds so that drift in the machine's speed hits both alike:
   ``DEL`` (cache-aside)
 
 for write-through (naive, versioned, and versioned with leases) and for
-cache-aside. A hit with leases is still one ``GET``: leases cost a round trip
+cache-aside; and for write-behind:
+
+* write: ``WriteBehindCache.write`` of a cached key  vs  the same ``QUEUE_WRITE``
+  Lua call made by hand with redis-py (one round trip each);
+* drain: :class:`~wtsim.WriteBehindFlusher` emptying a stream of new rows into
+  the database (``database_url``: PostgreSQL, or SQLite in a temporary file),
+  in batches of 100  vs  one row per transaction (``batch=1``). Its "cache" and
+  "raw" columns are the time per row at batch 100 and at batch 1, so the ratio
+  is how many times faster batching drains; both rates are printed in rows/s.
+
+A hit with leases is still one ``GET``: leases cost a round trip
 only on a miss, so the read row shows that they cost a hit nothing. The ratio
 is raw time / cache time: 1.0 means the policy layer is free, 0.8 means it
 costs a fifth. Each figure is the median of the rounds' per-operation times: a
@@ -20,17 +30,23 @@ either way.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Callable
 
-from sqlalchemy.orm import Session
+from sqlalchemy import MetaData, String
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from . import scripts
-from .cache import CacheAside, PolicyCache, WriteThroughCache
+from . import codec, scripts
+from .appliers import upsert_newer
+from .cache import CacheAside, PolicyCache, WriteBehindCache, WriteThroughCache, default_stream
 from .connections import make_engine, redis_client
+from .flusher import WriteBehindFlusher
+from .keys import entry_key
 from .models import Product, load_catalog, product_dict
 
 PID = "p-1"
@@ -44,6 +60,11 @@ CASES: tuple[tuple[str, str, type[PolicyCache], dict, float], ...] = (
     ("cache-aside", "naive", CacheAside, {}, 0.85),
 )
 """What is measured, each with the ratio it should reach."""
+
+WRITE_BEHIND_TARGET = 0.8
+"""``WriteBehindCache.write`` against the bare ``QUEUE_WRITE`` call: the ratio it should reach."""
+DRAIN_TARGET = 5.0
+"""The flusher's drain rate at batch 100 over its rate at batch 1: at least this."""
 
 
 def _per_op(fn: Callable[[], object], n: int) -> float:
@@ -59,9 +80,18 @@ def bench_cache(
     reads: int = 1000,
     writes: int = 50,
     rounds: int = 15,
+    database_url: str | None = None,
+    drain_rows: int = 2000,
+    drain_rounds: int = 3,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict]:
-    """Measure every case of :data:`CASES`; one dict per (operation, policy, mode), seconds per op."""
+    """Measure every case of :data:`CASES`, then write-behind; one dict per (operation, policy, mode).
+
+    ``cache_s`` and ``raw_s`` are seconds per operation (per row for the drain).
+    The drain runs ``drain_rows`` rows at batch 100 and a tenth of them at batch
+    1, ``drain_rounds`` times, into ``database_url`` (``None``: a temporary SQLite
+    file); its row also holds ``rows_per_s`` and ``database``.
+    """
     redis = redis_client(redis_url, socket_timeout=5, connect_timeout=5)
     redis.ping()
     results = []
@@ -77,7 +107,115 @@ def bench_cache(
                     results.append({**row, "policy": policy, "mode": mode, "target": target})
                 redis.delete(key)
         engine.dispose()
+        results.append({**_bench_queue_write(redis, reads, rounds, progress),
+                        "policy": "write-behind", "mode": "queue", "target": WRITE_BEHIND_TARGET})
+        drain_url = database_url or f"sqlite:///{Path(tmp) / 'drain.db'}"
+        results.append({**_bench_drain(redis, drain_url, drain_rows, drain_rounds, progress),
+                        "policy": "write-behind", "mode": "batch100/1", "target": DRAIN_TARGET,
+                        "database": _shown(database_url) if database_url else "sqlite (temporary file)"})
     return results
+
+
+def _bench_queue_write(redis, n: int, rounds: int, progress) -> dict:
+    """``WriteBehindCache.write`` of a cached key vs the same QUEUE_WRITE call by hand."""
+    if progress:
+        progress("write (write-behind queue)")
+    cache = WriteBehindCache(redis, prefix="wtsim-bench-wb")
+    key, stream, id_json = cache.key(NS, PID), cache.stream, json.dumps(PID)
+    queue_write = redis.register_script(scripts.QUEUE_WRITE)
+    counter = iter(range(10**9))
+    row = {"name": "Widget", "price_cents": 100}
+
+    def cached_write() -> None:
+        cache.write(NS, PID, {**row, "stock": next(counter) % 1000})
+
+    def raw_write() -> None:
+        data_json = json.dumps({**row, "stock": next(counter) % 1000}, separators=(",", ":"), allow_nan=False)
+        version, _ = queue_write(keys=[key, stream], args=[data_json, "", cache.max_pending, NS, id_json])
+        int(version)
+
+    redis.delete(key, stream)
+    cache.write(NS, PID, row | {"stock": 0}, version_reader=lambda db: 0)  # cached from here on: one round trip
+    cache_t, raw_t = [], []
+    try:
+        for _ in range(rounds):
+            raw_t.append(_per_op(raw_write, n))
+            cache_t.append(_per_op(cached_write, n))
+            redis.delete(stream)  # keep the stream short, outside the timing
+    finally:
+        redis.delete(key, stream)
+    c, r = statistics.median(cache_t), statistics.median(raw_t)
+    return {"operation": "write", "cache_s": c, "raw_s": r, "ratio": r / c}
+
+
+def _drain_model(table: str):
+    class Base(DeclarativeBase):
+        metadata = MetaData()
+
+    class DrainRow(Base):
+        __tablename__ = table
+        id: Mapped[str] = mapped_column(String(64), primary_key=True)
+        name: Mapped[str] = mapped_column(String(200))
+        stock: Mapped[int]
+        version: Mapped[int]
+
+    return DrainRow
+
+
+def _bench_drain(redis, database_url: str, rows: int, rounds: int, progress) -> dict:
+    """Seconds per row for the flusher to drain fresh rows at batch 100 and at batch 1 (a tenth as many)."""
+    if rows < 10:
+        raise ValueError(f"drain_rows must be >= 10, got {rows!r}")
+    prefix = "wtsim-bench-drain"
+    stream = default_stream(prefix)
+    engine = make_engine(database_url)
+    model = _drain_model(f"wtsim_bench_drain_{os.getpid()}")
+    model.metadata.drop_all(engine)
+    model.metadata.create_all(engine)
+    queue_write = redis.register_script(scripts.QUEUE_WRITE)
+    appliers = {NS: upsert_newer(model)}
+    flushers = {batch: WriteBehindFlusher(redis, engine, appliers, prefix=prefix, batch=batch, max_delay_s=0.01,
+                                          claim_idle_s=None, consumer=f"bench-{batch}")
+                for batch in (100, 1)}
+    fresh = iter(range(10**9))
+    per_row: dict[int, list[float]] = {100: [], 1: []}
+    try:
+        redis.delete(stream)
+        for flusher in flushers.values():
+            flusher.flush_once()  # creates the group, connects: outside the timing
+        for r in range(rounds):
+            for batch, n in ((100, rows), (1, rows // 10)):
+                if progress:
+                    progress(f"drain at batch {batch} (round {r + 1} of {rounds})")
+                data_json = codec.encode_data({"name": "Widget", "stock": 1})
+                with redis.pipeline(transaction=False) as pipe:  # n fresh rows: each is an INSERT
+                    for _ in range(n):
+                        entity = f"d-{next(fresh)}"
+                        queue_write(keys=[entry_key(prefix, NS, entity), stream],
+                                    args=[data_json, 0, 10**9, NS, json.dumps(entity)], client=pipe)
+                    pipe.execute()
+                drained, start = 0, time.perf_counter()
+                while drained < n:
+                    drained += flushers[batch].flush_once().read
+                per_row[batch].append((time.perf_counter() - start) / n)
+    finally:
+        redis.delete(stream)
+        keys = list(redis.scan_iter(match=f"{prefix}:*", count=1000))
+        for i in range(0, len(keys), 1000):
+            redis.delete(*keys[i:i + 1000])
+        model.metadata.drop_all(engine)
+        engine.dispose()
+    c, r = statistics.median(per_row[100]), statistics.median(per_row[1])
+    return {"operation": "drain", "cache_s": c, "raw_s": r, "ratio": r / c,
+            "rows_per_s": {"batch_100": 1 / c, "batch_1": 1 / r}}
+
+
+def _shown(url: str) -> str:
+    """A database URL without its password, for printing."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(unparsable URL)"
 
 
 def _bench_case(cache, redis, db, key, reads, writes, rounds, progress, label) -> list[dict]:
@@ -136,4 +274,9 @@ def format_cache_bench(rows: list[dict], redis_url: str | None = None) -> str:
             f"{row['operation']:<10}{row['policy']:<15}{row['mode']:<11}{row['cache_s'] * 1e6:>8.1f} µs"
             f"{row['raw_s'] * 1e6:>8.1f} µs{row['ratio']:>8.2f}{row['target']:>8.2f}  {verdict}"
         )
+    for row in rows:
+        if row["operation"] == "drain":
+            rates = row["rows_per_s"]
+            lines.append(f"drain: the flusher into {row['database']}: batch 100 {rates['batch_100']:,.0f} rows/s, "
+                         f"batch 1 {rates['batch_1']:,.0f} rows/s (cache = µs per row at batch 100, raw = at batch 1)")
     return "\n".join(lines)

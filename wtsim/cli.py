@@ -4,7 +4,9 @@
                           default), then out/report.html from two simulated scenarios
 ``wtsim run SCENARIO``    simulate a scenario from data/scenarios/ (or a TOML file)
 ``wtsim sweep SCENARIO``  simulate a grid of variations, in parallel
-``wtsim bench [cache|sim]``  measure the overhead ratios
+``wtsim bench [cache|sim]``  measure the overhead ratios, and the write-behind flusher's drain rate
+``wtsim flush``           run a write-behind flusher (Redis stream -> database) until SIGINT/SIGTERM;
+                          its code is :mod:`wtsim.flush_command`
 
 Bad input ends with one line on stderr, ``wtsim: error: ...``, and exit code 2:
 no traceback for a typo.
@@ -46,8 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure overhead ratios (cache vs raw calls, simulator vs bare SimPy)")
     bench.add_argument("what", nargs="?", choices=("cache", "sim", "all"), default="all")
     bench.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="Redis for the cache bench")
+    bench.add_argument("--database-url", default=None,
+                       help="database for the flusher's drain rate (default: $WTSIM_DATABASE_URL, else SQLite "
+                            "in a temporary file)")
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
     bench.set_defaults(func=_bench)
+
+    from .flush_command import register as register_flush
+
+    register_flush(sub)
 
     try:
         from .sim.commands import register
@@ -96,13 +105,16 @@ def _bench(args: argparse.Namespace) -> int:
 
         from .bench import bench_cache, format_cache_bench
 
+        database_url = args.database_url or os.environ.get("WTSIM_DATABASE_URL") or None
         try:
-            rows = bench_cache(args.redis_url, progress=lambda s: print(f"  measuring {s} ...", file=sys.stderr))
+            rows = bench_cache(args.redis_url, database_url=database_url,
+                               progress=lambda s: print(f"  measuring {s} ...", file=sys.stderr))
         except redis.RedisError as exc:
             raise ValueError(f"--redis-url {args.redis_url}: Redis not reachable ({exc})") from None
         figures["cache"] = rows
         if not args.json:
-            print("wtsim bench cache: policy layer vs the same calls by hand (SQLite)")
+            print("wtsim bench cache: policy layer vs the same calls by hand (writes on SQLite), "
+                  "and the flusher's drain rate")
             print(format_cache_bench(rows, args.redis_url))
     if args.what in ("sim", "all"):
         from .sim.bench import bench_sim, format_sim_bench

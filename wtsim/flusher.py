@@ -11,6 +11,11 @@ Usage::
     flusher.flush_once()          # one batch; returns a FlushResult
     flusher.run(stop_event)       # until stop_event is set
 
+``run`` logs one INFO line per batch (``wtsim.flusher``) and a summary every
+``summary_every_s``. Setting ``stop_event`` lets the current batch finish, but
+cuts short a retry's backoff (the database is down): that batch is abandoned,
+its entries stay pending for this consumer name or a claiming one.
+
 Caveat: the stream and the entry keys lie in different hash slots on Redis
 Cluster; this is for one Redis (or a primary and its replicas).
 """
@@ -48,6 +53,15 @@ from .policies import drive
 from .policies.flush import Applier, FlushConfig, FlushResult, FlushState, FlushStats, flush_once
 
 log = logging.getLogger("wtsim.flusher")
+
+
+class _Stopped(BaseException):
+    """Raised through the policy when a stop cuts a backoff wait short.
+
+    A ``BaseException``, which :func:`~wtsim.policies.drive` does not hand to
+    the policy (it passes on ``Exception`` only): so no entry is taken for
+    faulty and dead-lettered, and the batch stays unacknowledged, as after a crash.
+    """
 
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     sqlalchemy.exc.OperationalError,  # connection refused or lost, server shutting down, locked (SQLite)
@@ -109,6 +123,7 @@ class WriteBehindFlusher:
         self.engine = engine
         self.appliers = dict(appliers)
         self.state = FlushState(config=config, clock=clock)
+        self._stop: threading.Event | None = None  # set by run(): a stop cuts a backoff wait short
         self._unpin = redis_client.register_script(scripts.UNPIN)
         self._perform_redis = {
             StreamCreateGroup: self._create_group,
@@ -133,14 +148,58 @@ class WriteBehindFlusher:
         """Flush one batch (waiting up to ``max_delay_s`` for the first entry); return what was done."""
         return drive(flush_once(self.state, self.appliers), self.perform)
 
-    def run(self, stop_event: threading.Event, *, error_pause_s: float = 1.0) -> None:
-        """Flush batches until ``stop_event`` is set; an error is logged, then retried after ``error_pause_s``."""
-        while not stop_event.is_set():
-            try:
-                self.flush_once()
-            except Exception:
-                log.exception("write-behind flush failed; retrying in %.1fs", error_pause_s)
-                stop_event.wait(error_pause_s)
+    def run(self, stop_event: threading.Event, *, error_pause_s: float = 1.0,
+            summary_every_s: float | None = 60.0) -> None:
+        """Flush batches until ``stop_event`` is set; an error is logged, then retried after ``error_pause_s``.
+
+        A server that does not answer (Redis, or a ``transient`` database
+        error) is logged in one line; any other error with its traceback.
+
+        A backoff wait between retries ends early when ``stop_event`` is set:
+        the batch is abandoned unacknowledged (safe: its entries stay pending).
+        """
+        self._stop = stop_event
+        last = time.monotonic()
+        since = self.stats.as_dict()
+        try:
+            while not stop_event.is_set():
+                try:
+                    started = time.perf_counter()
+                    result = self.flush_once()
+                    if result.read:
+                        log.info("batch: read %d (claimed %d), applied %d, coalesced %d, dead %d, "
+                                 "unpinned %d, retries %d, %.1f ms", result.read, result.claimed, result.applied,
+                                 result.coalesced, result.dead, result.unpinned, result.retries,
+                                 (time.perf_counter() - started) * 1000)
+                except _Stopped:
+                    log.warning("stopped during a retry wait; the batch is abandoned, its entries stay pending")
+                    break
+                except (CacheUnavailable, *self.config.transient) as exc:  # a server down: one line, no traceback
+                    log.error("write-behind flush failed (%s: %s); retrying in %.1fs",
+                              type(exc).__name__, " ".join(str(exc).split()), error_pause_s)
+                    stop_event.wait(error_pause_s)
+                except Exception:
+                    log.exception("write-behind flush failed; retrying in %.1fs", error_pause_s)
+                    stop_event.wait(error_pause_s)
+                now = time.monotonic()
+                if summary_every_s is not None and now - last >= summary_every_s:
+                    self._log_summary(now - last, since)
+                    last, since = now, self.stats.as_dict()
+        finally:
+            self._stop = None
+
+    def _log_summary(self, elapsed: float, since: dict[str, int]) -> None:
+        """One INFO line: rows applied in the last ``elapsed`` seconds, the queue length, and the totals."""
+        stats = self.stats.as_dict()
+        applied = stats["applied"] - since["applied"]
+        try:
+            queued: Any = self.redis.xlen(self.config.stream)
+        except redis.exceptions.RedisError as exc:
+            queued = f"unknown ({type(exc).__name__})"
+        log.info("summary: %d rows applied in %.1fs (%.1f rows/s), %d batches, %d errors; queue length %s; totals %s",
+                 applied, elapsed, applied / elapsed if elapsed > 0 else 0.0,
+                 stats["batches"] - since["batches"], stats["db_errors"] - since["db_errors"], queued,
+                 " ".join(f"{k}={v}" for k, v in stats.items()))
 
     # -- the driver -----------------------------------------------------------------------
 
@@ -158,7 +217,11 @@ class WriteBehindFlusher:
             with Session(self.engine) as session:
                 return PolicyCache._db_call(session, op.writer, commit=True)
         if type(op) is Wait:
-            time.sleep(op.seconds)
+            stop = self._stop
+            if stop is None:
+                time.sleep(op.seconds)
+            elif stop.wait(op.seconds):
+                raise _Stopped()
             return None
         raise TypeError(f"{type(self).__name__} cannot perform {op!r}")
 
