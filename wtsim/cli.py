@@ -1,9 +1,10 @@
 """The ``wtsim`` command.
 
 ``wtsim demo``            narrated walk-through on the real cache (fakeredis + SQLite by
-                          default), then out/report.html from two simulated scenarios
+                          default), then out/report.html from three simulated scenarios
 ``wtsim run SCENARIO``    simulate a scenario from data/scenarios/ (or a TOML file)
 ``wtsim sweep SCENARIO``  simulate a grid of variations, in parallel
+``wtsim compare SCENARIO``  the same seeded scenario under every pattern, side by side
 ``wtsim bench [cache|sim]``  measure the overhead ratios, and the write-behind flusher's drain rate
 ``wtsim flush``           run a write-behind flusher (Redis stream -> database) until SIGINT/SIGTERM;
                           its code is :mod:`wtsim.flush_command`
