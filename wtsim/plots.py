@@ -22,6 +22,7 @@ Rules of this module:
 
 from __future__ import annotations
 
+import io
 import math
 import textwrap
 from collections.abc import Callable, Mapping, Sequence
@@ -46,6 +47,8 @@ __all__ = [
     "STYLE",
     "article_load_figure",
     "comparison_figure",
+    "compact_png",
+    "show_compact_png",
     "db_load_figure",
     "db_reads_figure",
     "db_wait_figure",
@@ -102,6 +105,35 @@ FIELD_LABELS = {
     "cache_rtt_s": "cache round trip (s)",
     "db_connections": "DB connections",
 }
+
+
+# -- small PNGs for notebooks -------------------------------------------------------------------------
+
+
+def compact_png(fig: Figure, dpi: int = 100) -> bytes:
+    """``fig`` as a 256-colour PNG: about a third of matplotlib's bytes, the same to the eye.
+
+    The figures are flat colours on white, so a palette loses nothing visible,
+    and a notebook that shows ten of them stays small enough to share.
+    """
+    from PIL import Image  # matplotlib's own dependency
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB").quantize(256)
+    out = io.BytesIO()
+    image.save(out, format="png", optimize=True)
+    return out.getvalue()
+
+
+def show_compact_png(dpi: int = 100) -> None:
+    """In Jupyter or IPython: display every Figure as a :func:`compact_png` from now on."""
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is None:
+        raise RuntimeError("show_compact_png works inside Jupyter or IPython only")
+    shell.display_formatter.formatters["image/png"].for_type(Figure, lambda fig: compact_png(fig, dpi))
 
 
 # -- helpers ----------------------------------------------------------------------------------------
