@@ -56,6 +56,7 @@ __all__ = [
     "hit_ratio_figure",
     "hit_ratio_sweep_figure",
     "latency_figure",
+    "recovery_figure",
     "stale_reads_figure",
     "timeline_figure",
     "timelines_figure",
@@ -781,4 +782,62 @@ def early_recompute_figure(delta_s: float, betas: Sequence[float] = (0.5, 1.0, 2
         where = f", {read_rate:,.0f} reads/s" if read_rate else ""
         ax.set_title(title or f"XFetch: early recompute, δ = {1e3 * delta_s:g} ms{where}")
         _legend_below(fig, ax, ncols=1 if read_rate else min(len(betas), 4))
+    return fig
+
+
+# -- recovery after a trigger -----------------------------------------------------------------------
+
+
+def _db_read_capacity(result: Result) -> float:
+    """Reads per second the database can serve: ``db_connections / db_read_s`` (inf if reads take no time)."""
+    s = result.scenario
+    return s.db_connections / s.db_read_s if s.db_read_s > 0 else math.inf
+
+
+def _failed_rate(row: dict, width: float) -> float:
+    return row["errors"] / width
+
+
+def recovery_figure(results: Mapping[str, Result], title: str | None = None) -> Figure:
+    """Does the system come back after the trigger? Hit ratio, failed requests/s and DB queries/s, stacked.
+
+    One line per labelled run in each panel, faults shaded. The bottom panel
+    draws each distinct database capacity for reads, ``db_connections /
+    db_read_s`` queries per second, as a grey line: above it the connection
+    queue grows. The legend gives each run's failed requests after the
+    warm-up (``Result.errors``: failures and clients that gave up, retries
+    included). As in :mod:`wtsim.sim.metrics`, a read is a hit when it sent no
+    database query, whether or not it succeeded: a client that gave up while
+    it waited for another reader's lease is a failed hit.
+    """
+    items = _check_results(results, "recovery_figure")
+    runs = [r for _, r in items]
+    with mpl.rc_context(STYLE):
+        fig = _figure(TALL)
+        hit_ax, fail_ax, db_ax = fig.subplots(3, 1, sharex=True)
+        failed_top, db_top = 1.0, 1.0
+        for i, (label, r) in enumerate(items):
+            style = {**_style(i), "where": "post", "zorder": 3 + i}
+            widths = [min(1.0, r.scenario.duration_s - row["t"]) for row in r.timeline]
+            hit_ax.step(*_steps(r, _hit_pct), label=f"{label}: {r.errors:,} failed requests", **style)
+            fail_ax.step(*_steps(r, _failed_rate), **style)
+            db_ax.step(*_steps(r, _db_rate), **style)
+            failed_top = max(failed_top, *(_failed_rate(row, w) for row, w in zip(r.timeline, widths)))
+            db_top = max(db_top, *(_db_rate(row, w) for row, w in zip(r.timeline, widths)))
+        capacities = sorted({_db_read_capacity(r) for r in runs if math.isfinite(_db_read_capacity(r))})
+        for j, capacity in enumerate(capacities):
+            db_ax.axhline(capacity, color="0.25", lw=2, zorder=2, linestyle=DASHES[1 + j % (len(DASHES) - 1)],
+                          label=f"DB capacity: {capacity:,.0f} reads/s")
+        hit_ax.set_ylabel("hit ratio (%)")
+        _percent(hit_ax)
+        fail_ax.set_ylabel("failed requests / s")
+        _counts(fail_ax, failed_top)
+        db_ax.set_ylabel("DB queries / s")
+        _counts(db_ax, max([db_top, *capacities]))
+        if capacities:
+            db_ax.legend(loc="upper left", frameon=False, fontsize=12)
+        _time_axis(db_ax, runs)
+        _shade([hit_ax, fail_ax, db_ax], runs)
+        fig.suptitle(title or "After the trigger: hit ratio, failed requests and database load")
+        _legend_below(fig, hit_ax, ncols=1)
     return fig
