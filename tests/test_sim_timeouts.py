@@ -77,3 +77,13 @@ def test_timeouts_and_retries_are_seeded():
     scenario = Scenario(duration_s=3, read_rate=500, n_keys=500, db_connections=2, db_read_s=0.01,
                         request_timeout_s=0.05, retries=2, seed=11)
     assert run(scenario).to_dict() == run(scenario).to_dict()
+
+
+def test_a_read_given_up_while_waiting_for_a_lease_is_a_miss_not_a_hit():
+    """The second reader waits on the first's lease, sends no query, and gives up: a failed miss."""
+    scenario = Scenario(duration_s=4, request_timeout_s=0.3, leases=True,
+                        requests=(Request(0.0, "read", 1), Request(0.01, "read", 1)), **SLOW_DB)
+    result = run(scenario)
+    assert (result.reads, result.errors, result.db_reads) == (2, 2, 1)
+    assert (result.hits, result.misses) == (0, 2)
+    assert result.lease_waits > 0

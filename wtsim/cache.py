@@ -64,15 +64,9 @@ log = logging.getLogger("wtsim.cache")
 _UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
-_remembered_keys = lru_cache(maxsize=1 << 16, typed=True)(entry_key)
-
-
-def _memoized_key(prefix: str, namespace: str, entity_id: EntityId) -> str:
-    """:func:`~wtsim.keys.entry_key`, remembered: hot keys repeat, and encoding costs a few µs."""
-    try:
-        return _remembered_keys(prefix, namespace, entity_id)
-    except TypeError:  # unhashable or of a wrong type: let entry_key say which argument
-        return entry_key(prefix, namespace, entity_id)
+_memoized_key = lru_cache(maxsize=1 << 16, typed=True)(entry_key)
+""":func:`~wtsim.keys.entry_key`, remembered: hot keys repeat, and encoding costs a few µs.
+An unhashable id raises a bare ``TypeError`` here; :meth:`CacheState.key` then asks ``entry_key`` why."""
 
 
 class PolicyCache:

@@ -806,9 +806,8 @@ def recovery_figure(results: Mapping[str, Result], title: str | None = None) -> 
     db_read_s`` queries per second, as a grey line: above it the connection
     queue grows. The legend gives each run's failed requests after the
     warm-up (``Result.errors``: failures and clients that gave up, retries
-    included). As in :mod:`wtsim.sim.metrics`, a read is a hit when it sent no
-    database query, whether or not it succeeded: a client that gave up while
-    it waited for another reader's lease is a failed hit.
+    included). As in :mod:`wtsim.sim.metrics`, a read is a hit when it
+    succeeded without a database query.
     """
     items = _check_results(results, "recovery_figure")
     runs = [r for _, r in items]

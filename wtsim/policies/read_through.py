@@ -68,7 +68,7 @@ def read(
     entry = codec.decode(raw) if answered and raw is not None else None
     early = False
     if entry is not None and entry.data is not None:
-        if not _recompute_early(state, entry):
+        if config.early_recompute_beta is None or not _recompute_early(state, entry):
             stats.hits += 1
             return entry.data
         stats.early_recomputes += 1

@@ -155,8 +155,15 @@ class CacheState:
             self.suspects = Suspects(limit=self.config.max_suspects)
 
     def key(self, namespace: str, entity_id: EntityId) -> str:
-        """The cache key of ``(namespace, entity_id)`` under this state's prefix."""
-        return self.key_of(self.config.prefix, namespace, entity_id)
+        """The cache key of ``(namespace, entity_id)`` under this state's prefix.
+
+        A memoizing ``key_of`` raises a bare ``TypeError`` for an unhashable id:
+        :func:`~wtsim.keys.entry_key` then says which argument is wrong.
+        """
+        try:
+            return self.key_of(self.config.prefix, namespace, entity_id)
+        except TypeError:
+            return entry_key(self.config.prefix, namespace, entity_id)
 
     def new_lease(self) -> str:
         """A lease token no other request of any app server holds."""

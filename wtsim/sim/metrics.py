@@ -5,8 +5,10 @@ Rules of this module:
 * A request belongs to the second it *arrived* in. The timeline has one row per
   simulated second, warm-up included (so a cold start can be seen); the totals
   leave out requests that arrived during ``[0, warmup_s)``.
-* A read is a *hit* when it never went to the database, a *miss* when it sent a
-  ``DbRead`` (whether or not the database answered). ``hits + misses == reads``.
+* A read is a *hit* when it succeeded and never went to the database, a *miss*
+  otherwise: it sent a ``DbRead`` (whether or not the database answered), or it
+  failed (a client that gave up waiting for another reader's lease sent no
+  query, and got no answer either). ``hits + misses == reads``.
 * ``db_reads`` and ``db_writes`` count the database operations sent;
   ``db_queries_per_s`` is their sum over the measured window's length. Under
   write-behind a write's database op is its flusher's batch (one transaction,
@@ -147,11 +149,12 @@ class Recorder:
             return [int(round(c)) for c in counts[:seconds]]
 
         r_failed, w_failed = np.isnan(r_lat), np.isnan(w_lat)
+        r_hit = (r_db == 0) & ~r_failed
         columns = {
             "reads": per_second(r_start),
             "writes": per_second(w_start),
-            "hits": per_second(r_start[r_db == 0]),
-            "misses": per_second(r_start[r_db > 0]),
+            "hits": per_second(r_start[r_hit]),
+            "misses": per_second(r_start[~r_hit]),
             "db_reads": [a + b for a, b in zip(per_second(r_start, r_db), per_second(b_start, b_count))],
             "db_writes": [a + b for a, b in zip(per_second(w_start, w_db), per_second(f_start))],
             "stale_reads": per_second(s_start),
@@ -165,7 +168,7 @@ class Recorder:
 
         r_in, w_in, s_in = r_start >= warmup, w_start >= warmup, s_start >= warmup
         reads, writes = int(r_in.sum()), int(w_in.sum())
-        hits = int((r_in & (r_db == 0)).sum())
+        hits = int((r_in & r_hit).sum())
         stale_reads = int(s_in.sum())
         db_reads = int(r_db[r_in].sum()) + int(b_count[b_start >= warmup].sum())
         db_writes = int(w_db[w_in].sum()) + int((f_start >= warmup).sum())

@@ -331,6 +331,7 @@ class Simulation:
         * A request that failed or timed out is retried, up to ``retries`` times,
           after ``retry_backoff_s * 2**attempt``, as a *new* request: counted in
           the reads or writes of the second it starts in, with its own latency.
+          No retry is sent once ``duration_s`` is over (the clients have stopped).
           With a ``retry_budget``, each first attempt adds that fraction of a
           token to its app server's bucket and each retry takes a whole one.
         """
@@ -402,8 +403,8 @@ class Simulation:
     def _retry(self, write: bool, key: int, server_index: int, attempt: int) -> None:
         """Retry a failed request, if the client has retries (and budget) left."""
         s = self.scenario
-        if attempt >= s.retries:
-            return
+        if attempt >= s.retries or self.env.now >= s.duration_s:
+            return  # out of retries, or the clients have stopped sending: the run is over
         if self.retry_tokens is not None:
             if self.retry_tokens[server_index] < 1:
                 return
