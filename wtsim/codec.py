@@ -41,6 +41,10 @@ class Entry(NamedTuple):
     dirty: bool = False  # write-behind: queued, not yet in the database
 
 
+_value = tuple.__new__
+"""``_value(Entry, (...all seven fields...))`` builds an Entry without the Python-level ``__new__``
+that fills in defaults: the hit path below uses it, at two thirds of the cost."""
+
 FOREIGN = Entry(data=None, version=None)
 """What :func:`decode` answers for anything that is not a wtsim envelope."""
 
@@ -105,7 +109,7 @@ def decode(raw: bytes | str) -> Entry:
         if "x" not in obj:
             if "w" in obj:
                 return Entry(data, version, dirty=obj["w"] == 1 and obj["w"] is not True)
-            return Entry(data, version)
+            return _value(Entry, (data, version, False, None, None, None, False))  # a plain value: every hit
         delta, expires_at = obj["x"], obj.get("e")
         if not (_is_seconds(delta) and _is_seconds(expires_at)):
             delta = expires_at = None  # a damaged hint only turns early recompute off for this entry

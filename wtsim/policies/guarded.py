@@ -50,8 +50,8 @@ def cache(state: CacheState, op: Op) -> Policy:
     except CacheError as exc:
         failed(state, exc, sent_at)
         return False, exc
-    if breaker is not None:
-        breaker.record_success()
+    if breaker is not None and (breaker.failures or breaker.opened_at is not None):
+        breaker.record_success()  # (a closed breaker with no failures has nothing to reset)
     return True, result
 
 
