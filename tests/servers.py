@@ -396,7 +396,8 @@ class RedisClusterServers:
                 self.directory / f"node-{port}", port=port,
                 options=("--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
                          "--cluster-port", str(free_port()),  # not port + 10000, which may be past 65535
-                         "--cluster-node-timeout", str(node_timeout_ms)),
+                         "--cluster-node-timeout", str(node_timeout_ms),
+                         "--repl-diskless-sync-delay", "0"),  # replicas sync at once, not after 5 s
             ))
 
     @property
@@ -421,6 +422,11 @@ class RedisClusterServers:
             raise RuntimeError(f"redis-cli --cluster create failed ({created.returncode}): "
                                f"{created.stdout[-2000:]}{created.stderr[-2000:]}")
         self.wait_ok()
+        deadline = time.monotonic() + self.start_timeout
+        while not all(len(self.replicas_of(p)) == self.replicas for p in self.primaries()):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the replicas did not connect to their primaries in time")
+            time.sleep(0.05)
         return self
 
     def node(self, port: int) -> RedisServer:
@@ -460,6 +466,34 @@ class RedisClusterServers:
                 last = exc
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the cluster did not become ok in time: {last}")
+            time.sleep(0.05)
+
+    def replicas_of(self, primary: RedisServer) -> list[RedisServer]:
+        """The running nodes that replicate ``primary``, by its ``ROLE``."""
+        with primary.client() as probe:
+            role = probe.execute_command("ROLE")
+        ports = {int(entry[1]) for entry in role[2]} if role[0] in (b"master", "master") else set()
+        return [n for n in self.nodes if n.port in ports and n.running]
+
+    def wait_failover(self, dead: RedisServer, slot: int, timeout: float = 30.0) -> RedisServer:
+        """Poll until the cluster is ok and no running node names ``dead`` as a primary; answer who serves ``slot``."""
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while True:
+            try:
+                self.wait_ok(timeout=0)
+                ranges = []
+                for node in self.nodes:
+                    if node.running:
+                        with node.client(socket_timeout=1, socket_connect_timeout=1) as probe:
+                            ranges += probe.execute_command("CLUSTER SLOTS")
+                if all(int(r[2][1]) != dead.port for r in ranges):
+                    return self.node(int(next(r[2][1] for r in ranges if int(r[0]) <= slot <= int(r[1]))))
+                last = f"port {dead.port} still serves slots"
+            except (redis.RedisError, RuntimeError) as exc:
+                last = exc
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no replica took over from the node on port {dead.port} in time: {last}")
             time.sleep(0.05)
 
     def close(self) -> None:
