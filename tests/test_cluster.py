@@ -313,6 +313,40 @@ def test_failover_under_load_loses_no_commit_and_serves_nothing_stale(own_cluste
     inspect.close()
 
 
+def cut_off_replica(own_cluster, cache, db, pid, primary_options: dict | None = None):
+    """Write version N of ``pid`` and wait until the replica has it; then cut the replica off for good.
+
+    Answers ``(primary, row N, replica client)``: the primary has
+    ``primary_options`` set (``CONFIG SET``) before the cut.
+    """
+    key = cache.key("products", pid)
+    primary = own_cluster.node(cache.redis.get_node_from_key(key).port)
+    (replica,) = own_cluster.replicas_of(primary)
+    old = product_dict(cache.write(db, "products", pid, bump_stock(pid), product_dict))
+    r = replica.client(single_connection_client=True)
+    r.execute_command("READONLY")
+    with primary.client() as p:
+        wait_until(lambda: r.get(key) == p.get(key), 5, "the replica has version N")
+        for name, value in (primary_options or {}).items():
+            p.config_set(name, value)
+        r.config_set("masterauth", "not-the-password")  # it cannot re-sync once cut off
+        p.client_kill_filter(_type="replica")
+    wait_until(lambda: r.info("replication")["master_link_status"] == "down", 5, "the replica is cut off")
+    return primary, old, r
+
+
+def reads_until_a_hit(cache, engine, pid, timeout: float) -> list[dict]:
+    """Read ``pid`` through the cache until one read is a hit; answer every row served."""
+    served: list[dict] = []
+    with Session(engine) as db:
+        def hit() -> bool:
+            hits = cache.stats.hits
+            served.append(cache.read(db, "products", pid, reader(pid), product_dict))
+            return cache.stats.hits > hits
+        wait_until(hit, timeout, "the cache answers again")
+    return served
+
+
 def test_an_update_the_dead_primary_never_replicated_is_stale_until_its_ttl(own_cluster, catalog_engine):
     """The gap: Redis replicates asynchronously, so a failover can lose an *acknowledged* update.
 
@@ -328,36 +362,58 @@ def test_an_update_the_dead_primary_never_replicated_is_stale_until_its_ttl(own_
                               breaker=CircuitBreaker(failure_threshold=1, cooldown_s=0.2))
     pid = sorted(db_rows(catalog_engine))[0]
     key = cache.key("products", pid)
-    primary = own_cluster.node(client.get_node_from_key(key).port)
-    (replica,) = own_cluster.replicas_of(primary)
-    with replica.client(single_connection_client=True) as r, primary.client() as p, Session(catalog_engine) as db:
-        old = product_dict(cache.write(db, "products", pid, bump_stock(pid), product_dict))
+    with Session(catalog_engine) as db:
+        primary, old, r = cut_off_replica(own_cluster, cache, db, pid)
         written_at = time.monotonic()
-        r.execute_command("READONLY")
-        wait_until(lambda: r.get(key) == p.get(key), 5, "the replica has version N")
-        r.config_set("masterauth", "not-the-password")  # it cannot re-sync once cut off
-        p.client_kill_filter(_type="replica")
-        wait_until(lambda: r.info("replication")["master_link_status"] == "down", 5, "the replica is cut off")
-
         new = product_dict(cache.write(db, "products", pid, bump_stock(pid), product_dict))
-        assert new["version"] == old["version"] + 1
-        assert decode(p.get(key)).version == new["version"]  # acknowledged by the primary
-        assert decode(r.get(key)).version == old["version"]  # never replicated
-        assert cache.stats.cache_sets == 2 and not cache.state.suspects  # so nothing to repair
+    with primary.client() as p:
+        assert decode(p.get(key)).version == new["version"] == old["version"] + 1  # acknowledged ...
+    assert decode(r.get(key)).version == old["version"]  # ... never replicated
+    assert cache.stats.cache_sets == 2 and not cache.state.suspects  # so nothing to repair
+    r.close()
 
     primary.stop()
     own_cluster.wait_failover(primary, client.keyslot(key))
-    with Session(catalog_engine) as db:
-        def answered() -> bool:
-            hits = cache.stats.hits
-            served.append(cache.read(db, "products", pid, reader(pid), product_dict))
-            return cache.stats.hits > hits
-        served: list = []
-        wait_until(answered, 10, "the cache answers again")
-        assert time.monotonic() - written_at < ttl, "the failover outlasted the TTL: nothing to show"
-        assert served[-1] == old != db_rows(catalog_engine)[pid] == new  # stale: the gap
+    served = reads_until_a_hit(cache, catalog_engine, pid, 10)
+    assert time.monotonic() - written_at < ttl, "the failover outlasted the TTL: nothing to show"
+    assert served[-1] == old != db_rows(catalog_engine)[pid] == new  # stale: the gap
 
+    with Session(catalog_engine) as db:
         wait_until(lambda: cache.read(db, "products", pid, reader(pid), product_dict) == new,
                    ttl + 5, "the stale entry expired")  # ... bounded by the TTL
-        assert time.monotonic() - written_at >= ttl - 0.5
+    assert time.monotonic() - written_at >= ttl - 0.5
+    client.close()
+
+
+def test_min_replicas_to_write_turns_the_gap_into_a_repair(own_cluster, catalog_engine):
+    """With ``min-replicas-to-write 1`` the primary refuses the update its replica would not get.
+
+    Once the replica lags more than ``min-replicas-max-lag`` (1 s), the
+    primary answers NOREPLICAS: the update and the invalidation are refused
+    (``CacheRejected``), the key is remembered, and outage repair tombstones it
+    on the promoted replica before anything is served. Only the updates of the
+    first ``min-replicas-max-lag`` seconds after the link broke stay exposed.
+    """
+    client = redis_client(own_cluster.url, cluster=True, socket_timeout=1, connect_timeout=1)
+    cache = WriteThroughCache(client, prefix="gap", versioned=True, default_ttl=60,
+                              breaker=CircuitBreaker(failure_threshold=1, cooldown_s=0.2))
+    pid = sorted(db_rows(catalog_engine))[0]
+    key = cache.key("products", pid)
+    with Session(catalog_engine) as db:
+        primary, old, r = cut_off_replica(own_cluster, cache, db, pid,
+                                          {"min-replicas-to-write": 1, "min-replicas-max-lag": 1})
+        with primary.client() as p:
+            wait_until(lambda: p.info("replication").get("min_slaves_good_slaves") == 0, 10,
+                       "the primary counts no good replica")
+            new = product_dict(cache.write(db, "products", pid, bump_stock(pid), product_dict))
+            assert decode(p.get(key)).version == old["version"]  # refused: the primary has N too
+    assert new["version"] == old["version"] + 1 == db_rows(catalog_engine)[pid]["version"]
+    assert key in cache.state.suspects.keys and cache.stats.cache_errors >= 2  # update and invalidation
+    r.close()
+
+    primary.stop()
+    own_cluster.wait_failover(primary, client.keyslot(key))
+    served = reads_until_a_hit(cache, catalog_engine, pid, 10)
+    assert served and all(row == new for row in served), served  # never version N
+    assert cache.stats.suspects_repaired == 1
     client.close()
