@@ -1,6 +1,8 @@
 """Shared fixtures: every cache test runs over each backend pair.
 
 Backends: fakeredis (always) and a real Redis; SQLite (always) and PostgreSQL.
+The contract suites also run on a private Redis Cluster (three primaries, three
+replicas) that the session starts on free ports (``cluster_redis``).
 A real server that does not answer makes its tests *skip* on a laptop, but
 *fail* when ``WTSIM_REQUIRE_SERVERS=1`` (CI sets it), as in dogpile.cache's
 fixtures. Where the servers are:
@@ -23,7 +25,7 @@ import redis
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from servers import RedisServer
+from servers import RedisClusterServers, RedisServer, redis_server_binary
 from wtsim import WriteThroughCache, make_engine, redis_client
 from wtsim.models import Base, load_catalog
 
@@ -69,12 +71,40 @@ def postgres_engine():
     admin.dispose()
 
 
-@pytest.fixture(params=["fakeredis", pytest.param("redis", marks=pytest.mark.real_redis)])
-def redis_conn(request) -> redis.Redis:
-    """A Redis client: an embedded fakeredis, or the real server."""
+@pytest.fixture(scope="session")
+def redis_cluster_servers(tmp_path_factory):
+    """A private Redis Cluster of six nodes (three primaries, three replicas), killed at the end."""
+    redis_server_binary()  # skips, or fails when servers are required
+    with RedisClusterServers(tmp_path_factory.mktemp("cluster")) as servers:
+        yield servers
+
+
+@pytest.fixture(scope="session")
+def cluster_redis(redis_cluster_servers):
+    """A :class:`redis.cluster.RedisCluster` client of the private cluster (patient timeouts, no retries)."""
+    client = redis_client(redis_cluster_servers.url, cluster=True, socket_timeout=2, connect_timeout=2)
+    yield client
+    client.close()
+
+
+REDIS_BACKENDS = ["fakeredis", pytest.param("redis", marks=pytest.mark.real_redis)]
+WITH_CLUSTER = [*REDIS_BACKENDS, pytest.param("cluster", marks=pytest.mark.redis_server)]
+"""The params of ``redis_conn``; a suite that also runs on Redis Cluster overrides it with these."""
+
+
+def redis_backend(request) -> redis.Redis:
+    """The client for ``request.param``: fakeredis, the real Redis or the private cluster."""
     if request.param == "fakeredis":
         return fakeredis.FakeRedis()
+    if request.param == "cluster":
+        return request.getfixturevalue("cluster_redis")
     return request.getfixturevalue("real_redis")
+
+
+@pytest.fixture(params=REDIS_BACKENDS)
+def redis_conn(request) -> redis.Redis:
+    """A Redis client: an embedded fakeredis, or the real server."""
+    return redis_backend(request)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.real_postgres)])
@@ -157,3 +187,14 @@ def raw(server):
     client = server.client()
     yield client
     client.close()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Run the cluster backend over SQLite only: PostgreSQL adds nothing the cluster could break."""
+    kept, dropped = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        (dropped if params.get("redis_conn") == "cluster" and params.get("engine") == "postgres" else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept

@@ -365,3 +365,148 @@ def _close(s: socket.socket) -> None:
         s.close()
     except OSError:
         pass
+
+
+class RedisClusterServers:
+    """A private Redis Cluster: ``primaries`` primaries with ``replicas`` replicas each, on free ports.
+
+    Each node is a :class:`RedisServer` with ``--cluster-enabled yes`` in a
+    directory of its own (its ``nodes-<port>.conf`` survives a ``stop()``, so a
+    restarted node rejoins). ``redis-cli --cluster create`` assigns the slots;
+    :meth:`wait_ok` polls ``CLUSTER INFO`` until every running node says
+    ``cluster_state:ok`` and agrees on who serves all 16384 slots. Closing kills
+    every node by its process.
+    """
+
+    def __init__(self, directory: str | Path, *, primaries: int = 3, replicas: int = 1,
+                 node_timeout_ms: int = 1000, start_timeout: float = 30.0) -> None:
+        self.cli = shutil.which("redis-cli")
+        if self.cli is None:
+            message = "redis-cli is not on PATH"
+            if REQUIRE_SERVERS:
+                pytest.fail(f"{message} (WTSIM_REQUIRE_SERVERS=1)")
+            pytest.skip(message)
+        self.directory = Path(directory)
+        self.replicas = replicas
+        self.start_timeout = start_timeout
+        self.nodes: list[RedisServer] = []
+        for _ in range(primaries * (1 + replicas)):
+            port = free_port()
+            self.nodes.append(RedisServer(
+                self.directory / f"node-{port}", port=port,
+                options=("--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
+                         "--cluster-port", str(free_port()),  # not port + 10000, which may be past 65535
+                         "--cluster-node-timeout", str(node_timeout_ms),
+                         "--repl-diskless-sync-delay", "0"),  # replicas sync at once, not after 5 s
+            ))
+
+    @property
+    def startup_nodes(self) -> list[tuple[str, int]]:
+        return [(HOST, node.port) for node in self.nodes]
+
+    @property
+    def url(self) -> str:
+        """A URL of one node, which is all a cluster client needs to find the others."""
+        return self.nodes[0].url
+
+    def start(self) -> "RedisClusterServers":
+        """Start every node, create the cluster and wait until it is ``ok``."""
+        for node in self.nodes:
+            node.start()
+        created = subprocess.run(
+            [self.cli, "--cluster", "create", *(f"{HOST}:{n.port}" for n in self.nodes),
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=self.start_timeout,
+        )
+        if created.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed ({created.returncode}): "
+                               f"{created.stdout[-2000:]}{created.stderr[-2000:]}")
+        self.wait_ok()
+        deadline = time.monotonic() + self.start_timeout
+        while not all(len(self.replicas_of(p)) == self.replicas for p in self.primaries()):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the replicas did not connect to their primaries in time")
+            time.sleep(0.05)
+        return self
+
+    def node(self, port: int) -> RedisServer:
+        return next(n for n in self.nodes if n.port == port)
+
+    def primaries(self) -> list[RedisServer]:
+        """The running nodes that are primaries now, by ``ROLE``."""
+        found = []
+        for node in self.nodes:
+            if not node.running:
+                continue
+            with node.client() as probe:
+                if probe.execute_command("ROLE")[0] in (b"master", "master"):
+                    found.append(node)
+        return found
+
+    def wait_ok(self, timeout: float | None = None) -> None:
+        """Poll until every running node reports ``cluster_state:ok`` and the same full slot map."""
+        deadline = time.monotonic() + (self.start_timeout if timeout is None else timeout)
+        last: object = None
+        while True:
+            try:
+                maps = set()
+                for node in self.nodes:
+                    if not node.running:
+                        continue
+                    with node.client(socket_timeout=1, socket_connect_timeout=1) as probe:
+                        info = probe.cluster("info")
+                        if info.get("cluster_state") != "ok" or int(info.get("cluster_slots_ok", 0)) != 16384:
+                            raise RuntimeError(f"node {node.port}: {info.get('cluster_state')}, "
+                                               f"{info.get('cluster_slots_ok')} slots ok")
+                        maps.add(tuple(sorted((s[0], s[1], s[2][1]) for s in probe.execute_command("CLUSTER SLOTS"))))
+                if len(maps) == 1:
+                    return
+                last = f"nodes disagree on the slot map: {maps}"
+            except (redis.RedisError, RuntimeError) as exc:
+                last = exc
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the cluster did not become ok in time: {last}")
+            time.sleep(0.05)
+
+    def replicas_of(self, primary: RedisServer) -> list[RedisServer]:
+        """The running nodes that replicate ``primary``, by its ``ROLE``."""
+        with primary.client() as probe:
+            role = probe.execute_command("ROLE")
+        ports = {int(entry[1]) for entry in role[2]} if role[0] in (b"master", "master") else set()
+        return [n for n in self.nodes if n.port in ports and n.running]
+
+    def wait_failover(self, dead: RedisServer, slot: int, timeout: float = 30.0) -> RedisServer:
+        """Poll until the cluster is ok and no running node names ``dead`` as a primary; answer who serves ``slot``."""
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while True:
+            try:
+                self.wait_ok(timeout=0)
+                ranges = []
+                for node in self.nodes:
+                    if node.running:
+                        with node.client(socket_timeout=1, socket_connect_timeout=1) as probe:
+                            ranges += probe.execute_command("CLUSTER SLOTS")
+                if all(int(r[2][1]) != dead.port for r in ranges):
+                    return self.node(int(next(r[2][1] for r in ranges if int(r[0]) <= slot <= int(r[1]))))
+                last = f"port {dead.port} still serves slots"
+            except (redis.RedisError, RuntimeError) as exc:
+                last = exc
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no replica took over from the node on port {dead.port} in time: {last}")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        """Kill every node (by its process)."""
+        for node in self.nodes:
+            node.close()
+
+    def __enter__(self) -> "RedisClusterServers":
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.close()

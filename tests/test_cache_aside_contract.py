@@ -1,6 +1,6 @@
 """The CacheAside contract, run over every backend pair.
 
-Each test runs on fakeredis and a real Redis, over SQLite and PostgreSQL (see
+Each test runs on fakeredis, a real Redis and a Redis Cluster, over SQLite and PostgreSQL (see
 conftest.py), and most of them in both modes: ``versioned=False`` (write, then
 ``DEL``) and ``versioned=True`` (write, then a tombstone carrying the new
 version, so that a slow reader cannot put back what it read before the commit).
@@ -30,6 +30,7 @@ import pytest
 import redis
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from conftest import WITH_CLUSTER, redis_backend
 from test_cache_contract import (
     BAD_SERIALIZERS,
     CORRUPT_PAYLOADS,
@@ -53,6 +54,12 @@ from wtsim.models import Product, product_dict
 from wtsim.ops import CacheDelete, CacheGet, CacheSet, CacheSetIfNewer, CacheTombstone, DbRead, DbWrite
 
 TOMBSTONE_TTL = 5.0
+
+
+@pytest.fixture(params=WITH_CLUSTER)
+def redis_conn(request):
+    """This suite runs on Redis Cluster too (one Redis client per param: see conftest)."""
+    return redis_backend(request)
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The WriteThroughCache contract, run over every backend pair.
 
-Each test runs on fakeredis and a real Redis, over SQLite and PostgreSQL (see
+Each test runs on fakeredis, a real Redis and a Redis Cluster, over SQLite and PostgreSQL (see
 conftest.py), and most of them in both modes: ``versioned=False`` (the
 article's algorithm) and ``versioned=True`` (compare-and-set on the version).
 The numbered points are those of the acceptance criteria in issue 2.
@@ -22,6 +22,8 @@ import redis
 from redis.commands.core import Script
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+
+from conftest import WITH_CLUSTER, redis_backend
 
 from wtsim import WriteThroughCache
 from wtsim.codec import decode, encode
@@ -70,6 +72,12 @@ class RecordingRedis:
             return result
 
         return command
+
+
+@pytest.fixture(params=WITH_CLUSTER)
+def redis_conn(request):
+    """This suite runs on Redis Cluster too (one Redis client per param: see conftest)."""
+    return redis_backend(request)
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ from functools import lru_cache
 from typing import Any, Callable
 
 import redis
+import redis.cluster
 
 from . import scripts
 from .breaker import CircuitBreaker
@@ -61,7 +62,21 @@ from .policies.state import CacheState, CacheStats, PolicyConfig
 
 log = logging.getLogger("wtsim.cache")
 
-_UNAVAILABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+_UNAVAILABLE = (
+    redis.exceptions.ConnectionError,  # MaxConnectionsError too
+    redis.exceptions.TimeoutError,
+    OSError,
+    # Redis Cluster: a failover or resharding in progress, or no node reachable.
+    redis.exceptions.ClusterDownError,  # CLUSTERDOWN, MASTERDOWN
+    redis.exceptions.TryAgainError,
+    redis.exceptions.RedisClusterException,  # SlotNotCoveredError, "cannot be connected", ...
+)
+"""What makes a cache op :class:`~wtsim.ops.CacheUnavailable`; any other ``RedisError`` is :class:`~wtsim.ops.CacheRejected`."""
+
+
+def is_cluster(client: Any) -> bool:
+    """Whether ``client`` is a :class:`redis.cluster.RedisCluster` (or a proxy of one)."""
+    return callable(getattr(client, "get_primaries", None))
 
 
 _memoized_key = lru_cache(maxsize=1 << 16, typed=True)(entry_key)
@@ -84,6 +99,10 @@ class PolicyCache:
     ``True`` for the default one, or ``False`` to call Redis every time (the
     article's behaviour). ``clock`` dates entries for early recompute (shared by
     every app server: wall time) and runs the default breaker.
+
+    ``redis_client`` may be a :class:`redis.cluster.RedisCluster`: every script
+    touches one entry key (one hash slot), invalidating several keys sends one
+    script per key, and a namespace purge scans every primary.
     """
 
     policy: types.ModuleType = write_through
@@ -91,7 +110,7 @@ class PolicyCache:
 
     def __init__(
         self,
-        redis_client: redis.Redis,
+        redis_client: redis.Redis | redis.cluster.RedisCluster,
         default_ttl: float | None = 3600,
         *,
         prefix: str = "wtc",
@@ -131,6 +150,7 @@ class PolicyCache:
         elif not isinstance(breaker, CircuitBreaker):
             raise TypeError("breaker must be a CircuitBreaker, True or False")
         self.redis = redis_client
+        self.cluster = is_cluster(redis_client)
         self.state = CacheState(
             config=config,
             breaker=breaker,
@@ -293,9 +313,11 @@ class PolicyCache:
 
     def _tombstones(self, op: CacheTombstone) -> None:
         ttl = _ms(op.ttl_s)
-        if len(op.entries) == 1:
-            key, version = op.entries[0]
-            self._tombstone(keys=[key], args=[encode_tombstone(version), _arg(version), ttl])
+        if len(op.entries) == 1 or self.cluster:
+            # On a cluster, one call per key: each lands on its slot's primary (a cluster
+            # pipeline refuses EVALSHA, and a script may only touch one slot's keys).
+            for key, version in op.entries:
+                self._tombstone(keys=[key], args=[encode_tombstone(version), _arg(version), ttl])
             return
         with self.redis.pipeline(transaction=False) as pipe:
             for key, version in op.entries:
@@ -305,7 +327,9 @@ class PolicyCache:
     def _purge(self, op: CachePurge) -> int:
         deleted = 0
         batch: list[bytes] = []
-        for key in self.redis.scan_iter(match=op.key_prefix + "*", count=1000):
+        # On a cluster, SCAN every primary; redis-py's UNLINK of a batch then sends one per slot.
+        where = {"target_nodes": redis.cluster.RedisCluster.PRIMARIES} if self.cluster else {}
+        for key in self.redis.scan_iter(match=op.key_prefix + "*", count=1000, **where):
             batch.append(key)
             if len(batch) >= 1000:
                 deleted += self.redis.unlink(*batch)
@@ -351,9 +375,10 @@ class WriteBehindCache(PolicyCache):
     ``default_ttl`` is what a populated entry gets; a dirty one has none until
     it is flushed. Versions are always kept (``version_field`` of each row).
 
-    Caveat: the script touches the entry key and the stream key, which lie in
-    different hash slots on Redis Cluster; this class is for one Redis (or a
-    primary and its replicas).
+    Not on Redis Cluster (a ``TypeError``): a write queues with one script that
+    touches the entry key and the stream, which lie in different hash slots, and
+    it must stay atomic (a dirty entry without its queued write, or the reverse,
+    would lose or resurrect a write). Use one Redis, with replicas if need be.
     """
 
     policy = write_behind
@@ -370,6 +395,8 @@ class WriteBehindCache(PolicyCache):
         breaker: CircuitBreaker | bool = True,
         clock: Callable[[], float] | None = None,
     ) -> None:
+        if is_cluster(redis_client):
+            raise TypeError(CLUSTER_REFUSED.format(what="WriteBehindCache"))
         if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
             raise ValueError(f"max_pending must be an integer >= 1, got {max_pending!r}")
         if stream is not None and (not isinstance(stream, str) or not stream):
@@ -417,6 +444,12 @@ class WriteBehindCache(PolicyCache):
 
     def __repr__(self) -> str:
         return f"<WriteBehindCache prefix={self.config.prefix!r} stream={self.stream!r} max_pending={self.max_pending}>"
+
+
+CLUSTER_REFUSED = (
+    "{what} needs one Redis (a primary, with replicas if need be), not Redis Cluster: a queued write "
+    "updates the entry key and the stream in one script, and on a cluster they lie in different hash slots"
+)
 
 
 def default_stream(prefix: str) -> str:

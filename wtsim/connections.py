@@ -17,6 +17,7 @@ from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 from sqlalchemy import Engine, create_engine, event
 
@@ -28,22 +29,38 @@ def redis_client(
     *,
     socket_timeout: float = 0.25,
     connect_timeout: float = 0.25,
+    cluster: bool = False,
     **kwargs: Any,
-) -> redis.Redis:
+) -> redis.Redis | RedisCluster:
     """A redis-py client with fail-fast timeouts and no retries.
 
     ``url=None`` gives an embedded fakeredis server (no Redis needed), which
-    runs the Lua scripts of versioned mode too.
+    runs the Lua scripts of versioned mode too. ``cluster=True`` gives a
+    :class:`redis.cluster.RedisCluster` that finds every node from the one in
+    ``url`` (``redis://`` or ``rediss://``), with the same timeouts and no retries:
+    during a failover a command fails at once (``CacheUnavailable``, the breaker
+    opens) instead of being retried behind the caller's back.
     """
     if url is None:
+        if cluster:
+            raise ValueError("cluster=True needs the url of a cluster node")
         import fakeredis
 
         return fakeredis.FakeRedis(**kwargs)
-    if not (url.startswith("redis://") or url.startswith("rediss://") or url.startswith("unix://")):
-        raise ValueError(f"redis url must start with redis://, rediss:// or unix://, got {url!r}")
+    schemes = ("redis://", "rediss://") if cluster else ("redis://", "rediss://", "unix://")
+    if not url.startswith(schemes):
+        raise ValueError(f"redis url must start with {', '.join(schemes)}, got {url!r}")
     for name, value in (("socket_timeout", socket_timeout), ("connect_timeout", connect_timeout)):
         if not value > 0:
             raise ValueError(f"{name} must be > 0 seconds, got {value!r}")
+    if cluster:
+        return RedisCluster.from_url(
+            url,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=connect_timeout,
+            retry=Retry(NoBackoff(), 0),
+            **kwargs,
+        )
     return redis.Redis.from_url(
         url,
         socket_timeout=socket_timeout,

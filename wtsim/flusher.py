@@ -16,8 +16,9 @@ Usage::
 cuts short a retry's backoff (the database is down): that batch is abandoned,
 its entries stay pending for this consumer name or a claiming one.
 
-Caveat: the stream and the entry keys lie in different hash slots on Redis
-Cluster; this is for one Redis (or a primary and its replicas).
+Not on Redis Cluster (a ``TypeError``), as :class:`wtsim.WriteBehindCache`:
+the stream it drains is written together with the entry keys, by one script,
+which a cluster cannot run across hash slots.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from . import scripts
-from .cache import _UNAVAILABLE, PolicyCache, _ms, default_stream
+from .cache import _UNAVAILABLE, CLUSTER_REFUSED, PolicyCache, _ms, default_stream, is_cluster
 from .ops import (
     CacheRejected,
     CacheUnavailable,
@@ -103,6 +104,8 @@ class WriteBehindFlusher:
         transient: tuple[type[BaseException], ...] = TRANSIENT_DB_ERRORS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if is_cluster(redis_client):
+            raise TypeError(CLUSTER_REFUSED.format(what="WriteBehindFlusher"))
         if not isinstance(appliers, Mapping) or not all(callable(a) for a in appliers.values()):
             raise TypeError("appliers must map each namespace to a callable(session, entity_id, data, version)")
         config = FlushConfig(
