@@ -11,11 +11,13 @@ scenario, a bad ``--set``, a value out of range) raises ``ValueError`` or
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from tqdm import tqdm
 
@@ -54,9 +56,10 @@ def register(subparsers: Any) -> None:
     )
     _add_set(sweep_parser)
     sweep_parser.add_argument(
-        "--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
-        help="runs in parallel (default: the number of CPUs; 1 runs them here)",
+        "--jobs", type=int, default=None, metavar="N",
+        help="runs in parallel (default: the number of CPUs; 1 runs them here; with --dask local: workers, default 2)",
     )
+    _add_dask(sweep_parser)
     sweep_parser.add_argument("--json", action="store_true", help="print the results as a JSON list")
     sweep_parser.set_defaults(func=sweep_command)
 
@@ -70,8 +73,9 @@ def register(subparsers: Any) -> None:
     _add_set(compare_parser)
     compare_parser.add_argument("--plot", metavar="FILE.png", help="also draw the comparison into this image")
     compare_parser.add_argument("--json", action="store_true", help="print the results as JSON, by policy")
-    compare_parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
-                                help="runs in parallel (default: the number of CPUs)")
+    compare_parser.add_argument("--jobs", type=int, default=None, metavar="N",
+                                help="runs in parallel (default: the number of CPUs; with --dask local: workers, default 2)")
+    _add_dask(compare_parser)
     compare_parser.set_defaults(func=compare_command)
 
 
@@ -80,6 +84,35 @@ def _check_plot(path: str | None) -> None:
         raise ValueError(f"--plot needs a .png, .svg or .pdf file name, got {path!r}")
     if path and not Path(path).resolve().parent.is_dir():
         raise ValueError(f"--plot {path}: folder {Path(path).parent} does not exist")
+
+
+def _add_dask(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dask", metavar="ADDRESS",
+        help='run on Dask: "local" (a LocalCluster of --jobs worker processes, default 2) or a scheduler\'s '
+             'address, e.g. tcp://HOST:8786 (needs pip install "wtsim[dask]")',
+    )
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    """``--jobs``, checked; its default: 2 Dask workers with ``--dask local``, else the number of CPUs."""
+    if args.jobs is None:
+        return 2 if args.dask else os.cpu_count() or 1
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    return args.jobs
+
+
+@contextmanager
+def _executor(args: argparse.Namespace, jobs: int) -> Iterator[concurrent.futures.Executor | None]:
+    """The executor ``--dask`` asks for (Dask imported only then), or None: sweep's own process pool."""
+    if not args.dask:
+        yield None
+        return
+    from .cluster import dask_executor
+
+    with dask_executor(args.dask, workers=jobs) as executor:
+        yield executor
 
 
 def _add_set(parser: argparse.ArgumentParser) -> None:
@@ -120,9 +153,9 @@ def sweep_command(args: argparse.Namespace) -> int:
     """``wtsim sweep``: a grid of runs, one row each."""
     scenario = load_scenario(args.scenario).with_overrides(args.overrides)
     vary = dict(parse_vary(text) for text in args.vary)
-    if args.jobs < 1:
-        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
-    results = sweep(scenario, vary, jobs=args.jobs, progress=not args.json)
+    jobs = _jobs(args)
+    with _executor(args, jobs) as executor:
+        results = sweep(scenario, vary, executor=executor, jobs=jobs, progress=not args.json)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
@@ -135,9 +168,9 @@ def compare_command(args: argparse.Namespace) -> int:
     policies = parse_policies(args.policies)
     scenario = load_scenario(args.scenario).with_overrides(args.overrides)
     _check_plot(args.plot)
-    if args.jobs < 1:
-        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
-    results = compare(scenario, policies, jobs=args.jobs, progress=not args.json)
+    jobs = _jobs(args)
+    with _executor(args, jobs) as executor:
+        results = compare(scenario, policies, jobs=jobs, executor=executor, progress=not args.json)
     if args.plot:
         from ..plots import comparison_figure
 
