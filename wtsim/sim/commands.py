@@ -26,6 +26,7 @@ from .metrics import Result
 from .run import run
 from .scenario import FIELD_NAMES, FIELD_SPECS, Scenario, convert, load_scenario, scenario_names
 from .sweep import sweep
+from .trace import scan
 
 COMPARED_DEFAULT = ("none", "cache-aside", "write-through", "write-behind")
 
@@ -120,11 +121,22 @@ def _add_set(parser: argparse.ArgumentParser) -> None:
         "--set", action="append", default=[], dest="overrides", metavar="FIELD=VALUE",
         help="change one field of the scenario, e.g. --set ttl_s=30 --set versioned=true",
     )
+    parser.add_argument(
+        "--trace", metavar="FILE.csv",
+        help="replay this CSV (time_s,key,op) instead of the Poisson workload, up to duration_s "
+             "(the same as --set trace=FILE.csv)",
+    )
+
+
+def _scenario(args: argparse.Namespace) -> Scenario:
+    """The scenario named on the command line, with its ``--set`` and ``--trace``."""
+    scenario = load_scenario(args.scenario).with_overrides(args.overrides)
+    return scenario if args.trace is None else scenario.replace(trace=args.trace)
 
 
 def run_command(args: argparse.Namespace) -> int:
     """``wtsim run``: one scenario, a summary table or JSON, and optionally a plot."""
-    scenario = load_scenario(args.scenario).with_overrides(args.overrides)
+    scenario = _scenario(args)
     _check_plot(args.plot)
     result = _run_with_progress(scenario, show=not args.json)
     if args.plot:
@@ -151,7 +163,7 @@ def _run_with_progress(scenario: Scenario, show: bool) -> Result:
 
 def sweep_command(args: argparse.Namespace) -> int:
     """``wtsim sweep``: a grid of runs, one row each."""
-    scenario = load_scenario(args.scenario).with_overrides(args.overrides)
+    scenario = _scenario(args)
     vary = dict(parse_vary(text) for text in args.vary)
     jobs = _jobs(args)
     with _executor(args, jobs) as executor:
@@ -166,7 +178,7 @@ def sweep_command(args: argparse.Namespace) -> int:
 def compare_command(args: argparse.Namespace) -> int:
     """``wtsim compare``: one scenario under each policy, a table (or JSON) and optionally a figure."""
     policies = parse_policies(args.policies)
-    scenario = load_scenario(args.scenario).with_overrides(args.overrides)
+    scenario = _scenario(args)
     _check_plot(args.plot)
     jobs = _jobs(args)
     with _executor(args, jobs) as executor:
@@ -217,8 +229,9 @@ def format_summary(result: Result) -> str:
     s: Scenario = result.scenario
     r = result
     rl, wl = r.read_latency_s, r.write_latency_s
+    source = f"({s.read_rate:g} + {s.write_rate:g} per s)" if s.trace is None else "(replayed from the trace)"
     rows = [
-        ("requests", f"{r.reads:,} reads, {r.writes:,} writes  ({s.read_rate:g} + {s.write_rate:g} per s)"),
+        ("requests", f"{r.reads:,} reads, {r.writes:,} writes  {source}"),
         ("hit ratio", f"{_pct(r.hit_ratio)}  ({r.hits:,} hits, {r.misses:,} misses)"),
         ("DB queries/s", f"{r.db_queries_per_s:,.1f}  ({r.db_reads:,} reads, {r.db_writes:,} writes)"),
         ("DB wait (mean)", _ms(r.db_wait_mean_s)),
@@ -253,6 +266,10 @@ def format_summary(result: Result) -> str:
         head.append("faults: " + "; ".join(
             f"{f.kind} {f.start_s:g}-{'end' if f.end_s is None else format(f.end_s, 'g')} s" for f in s.faults
         ))
+    if s.trace is not None:
+        info = scan(s.trace, s.duration_s)
+        head.append(f"trace {s.trace}: {info.requests:,} requests on {info.n_keys:,} keys replayed"
+                    + (f"; {info.skipped:,} lines at time_s >= {s.duration_s:g} s not replayed" if info.skipped else ""))
     return "\n".join(head + [""] + [f"  {name:<{width}}  {value}" for name, value in rows])
 
 
