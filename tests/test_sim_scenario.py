@@ -221,7 +221,7 @@ def test_policy_none_is_a_policy_too():
 
 # -- the declarations drive everything ------------------------------------------------------------
 
-_KIND_TYPES = {"number": float, "integer": int, "flag": bool, "text": str, "choice": str}
+_KIND_TYPES = {"number": float, "integer": int, "flag": bool, "text": str, "path": str, "choice": str}
 
 
 @pytest.mark.parametrize("name", FIELD_NAMES)

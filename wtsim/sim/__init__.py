@@ -19,7 +19,8 @@ Modules: :mod:`~wtsim.sim.scenario` (what to simulate), :mod:`~wtsim.sim.spec`
 keys), :mod:`~wtsim.sim.faults`, :mod:`~wtsim.sim.world` (the table, the
 cache, the oracle), :mod:`~wtsim.sim.driver` (ops in SimPy time),
 :mod:`~wtsim.sim.metrics` (the Result), :mod:`~wtsim.sim.run`,
-:mod:`~wtsim.sim.sweep` (many runs, in parallel), :mod:`~wtsim.sim.bench`.
+:mod:`~wtsim.sim.sweep` (many runs, in parallel), :mod:`~wtsim.sim.trace` (replaying a
+recorded workload), :mod:`~wtsim.sim.cluster` (sweeps on Dask), :mod:`~wtsim.sim.bench`.
 """
 
 from .faults import FAULT_KINDS, Fault

@@ -11,11 +11,13 @@ scenario, a bad ``--set``, a value out of range) raises ``ValueError`` or
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from tqdm import tqdm
 
@@ -24,6 +26,7 @@ from .metrics import Result
 from .run import run
 from .scenario import FIELD_NAMES, FIELD_SPECS, Scenario, convert, load_scenario, scenario_names
 from .sweep import sweep
+from .trace import scan
 
 COMPARED_DEFAULT = ("none", "cache-aside", "write-through", "write-behind")
 
@@ -54,9 +57,10 @@ def register(subparsers: Any) -> None:
     )
     _add_set(sweep_parser)
     sweep_parser.add_argument(
-        "--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
-        help="runs in parallel (default: the number of CPUs; 1 runs them here)",
+        "--jobs", type=int, default=None, metavar="N",
+        help="runs in parallel (default: the number of CPUs; 1 runs them here; with --dask local: workers, default 2)",
     )
+    _add_dask(sweep_parser)
     sweep_parser.add_argument("--json", action="store_true", help="print the results as a JSON list")
     sweep_parser.set_defaults(func=sweep_command)
 
@@ -70,8 +74,9 @@ def register(subparsers: Any) -> None:
     _add_set(compare_parser)
     compare_parser.add_argument("--plot", metavar="FILE.png", help="also draw the comparison into this image")
     compare_parser.add_argument("--json", action="store_true", help="print the results as JSON, by policy")
-    compare_parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, metavar="N",
-                                help="runs in parallel (default: the number of CPUs)")
+    compare_parser.add_argument("--jobs", type=int, default=None, metavar="N",
+                                help="runs in parallel (default: the number of CPUs; with --dask local: workers, default 2)")
+    _add_dask(compare_parser)
     compare_parser.set_defaults(func=compare_command)
 
 
@@ -82,16 +87,56 @@ def _check_plot(path: str | None) -> None:
         raise ValueError(f"--plot {path}: folder {Path(path).parent} does not exist")
 
 
+def _add_dask(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dask", metavar="ADDRESS",
+        help='run on Dask: "local" (a LocalCluster of --jobs worker processes, default 2) or a scheduler\'s '
+             'address, e.g. tcp://HOST:8786 (needs pip install "wtsim[dask]")',
+    )
+
+
+def _jobs(args: argparse.Namespace) -> int:
+    """``--jobs``, checked; its default: 2 Dask workers with ``--dask local``, else the number of CPUs."""
+    if args.jobs is None:
+        return 2 if args.dask else os.cpu_count() or 1
+    if args.jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
+    return args.jobs
+
+
+@contextmanager
+def _executor(args: argparse.Namespace, jobs: int) -> Iterator[concurrent.futures.Executor | None]:
+    """The executor ``--dask`` asks for (Dask imported only then), or None: sweep's own process pool."""
+    if not args.dask:
+        yield None
+        return
+    from .cluster import dask_executor
+
+    with dask_executor(args.dask, workers=jobs) as executor:
+        yield executor
+
+
 def _add_set(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--set", action="append", default=[], dest="overrides", metavar="FIELD=VALUE",
         help="change one field of the scenario, e.g. --set ttl_s=30 --set versioned=true",
     )
+    parser.add_argument(
+        "--trace", metavar="FILE.csv",
+        help="replay this CSV (time_s,key,op) instead of the Poisson workload, up to duration_s "
+             "(the same as --set trace=FILE.csv)",
+    )
+
+
+def _scenario(args: argparse.Namespace) -> Scenario:
+    """The scenario named on the command line, with its ``--set`` and ``--trace``."""
+    scenario = load_scenario(args.scenario).with_overrides(args.overrides)
+    return scenario if args.trace is None else scenario.replace(trace=args.trace)
 
 
 def run_command(args: argparse.Namespace) -> int:
     """``wtsim run``: one scenario, a summary table or JSON, and optionally a plot."""
-    scenario = load_scenario(args.scenario).with_overrides(args.overrides)
+    scenario = _scenario(args)
     _check_plot(args.plot)
     result = _run_with_progress(scenario, show=not args.json)
     if args.plot:
@@ -118,11 +163,11 @@ def _run_with_progress(scenario: Scenario, show: bool) -> Result:
 
 def sweep_command(args: argparse.Namespace) -> int:
     """``wtsim sweep``: a grid of runs, one row each."""
-    scenario = load_scenario(args.scenario).with_overrides(args.overrides)
+    scenario = _scenario(args)
     vary = dict(parse_vary(text) for text in args.vary)
-    if args.jobs < 1:
-        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
-    results = sweep(scenario, vary, jobs=args.jobs, progress=not args.json)
+    jobs = _jobs(args)
+    with _executor(args, jobs) as executor:
+        results = sweep(scenario, vary, executor=executor, jobs=jobs, progress=not args.json)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
@@ -133,11 +178,11 @@ def sweep_command(args: argparse.Namespace) -> int:
 def compare_command(args: argparse.Namespace) -> int:
     """``wtsim compare``: one scenario under each policy, a table (or JSON) and optionally a figure."""
     policies = parse_policies(args.policies)
-    scenario = load_scenario(args.scenario).with_overrides(args.overrides)
+    scenario = _scenario(args)
     _check_plot(args.plot)
-    if args.jobs < 1:
-        raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
-    results = compare(scenario, policies, jobs=args.jobs, progress=not args.json)
+    jobs = _jobs(args)
+    with _executor(args, jobs) as executor:
+        results = compare(scenario, policies, jobs=jobs, executor=executor, progress=not args.json)
     if args.plot:
         from ..plots import comparison_figure
 
@@ -184,8 +229,9 @@ def format_summary(result: Result) -> str:
     s: Scenario = result.scenario
     r = result
     rl, wl = r.read_latency_s, r.write_latency_s
+    source = f"({s.read_rate:g} + {s.write_rate:g} per s)" if s.trace is None else "(replayed from the trace)"
     rows = [
-        ("requests", f"{r.reads:,} reads, {r.writes:,} writes  ({s.read_rate:g} + {s.write_rate:g} per s)"),
+        ("requests", f"{r.reads:,} reads, {r.writes:,} writes  {source}"),
         ("hit ratio", f"{_pct(r.hit_ratio)}  ({r.hits:,} hits, {r.misses:,} misses)"),
         ("DB queries/s", f"{r.db_queries_per_s:,.1f}  ({r.db_reads:,} reads, {r.db_writes:,} writes)"),
         ("DB wait (mean)", _ms(r.db_wait_mean_s)),
@@ -220,6 +266,10 @@ def format_summary(result: Result) -> str:
         head.append("faults: " + "; ".join(
             f"{f.kind} {f.start_s:g}-{'end' if f.end_s is None else format(f.end_s, 'g')} s" for f in s.faults
         ))
+    if s.trace is not None:
+        info = scan(s.trace, s.duration_s)
+        head.append(f"trace {s.trace}: {info.requests:,} requests on {info.n_keys:,} keys replayed"
+                    + (f"; {info.skipped:,} lines at time_s >= {s.duration_s:g} s not replayed" if info.skipped else ""))
     return "\n".join(head + [""] + [f"  {name:<{width}}  {value}" for name, value in rows])
 
 

@@ -45,6 +45,7 @@ from .faults import FaultModel
 from .ledger import WriteLedger
 from .metrics import Recorder, Result
 from .scenario import Scenario
+from .trace import TraceWorkload, scan
 from .workload import WRITE, Workload
 from .world import DatabaseUnavailable, DecodedCodec, Row, World
 
@@ -116,13 +117,16 @@ class Simulation:
 
     def __init__(self, scenario: Scenario) -> None:
         s = self.scenario = scenario
-        check_memory(s)
+        self.trace = scan(s.trace, s.duration_s) if s.trace is not None else None  # a recorded workload
+        self.n_keys = s.n_keys if self.trace is None else self.trace.n_keys  # the trace's keys, numbered
+        if self.trace is None:  # a trace's keys are in memory already, once scanned
+            check_memory(s)
         self.env = env = simpy.Environment()
         arrivals, keys, servers, service, coins, draws = (
             np.random.default_rng(seq) for seq in np.random.SeedSequence(s.seed).spawn(6)
         )
         self._draws = draws.random
-        self.world = World(s.n_keys, s.cache_capacity, clock=lambda: env.now)
+        self.world = World(self.n_keys, s.cache_capacity, clock=lambda: env.now)
         self.write_behind = s.policy == "write-behind"
         self.ledger = WriteLedger() if self.write_behind else None
         self.in_flight = 0  # requests started and not done
@@ -131,7 +135,7 @@ class Simulation:
             duration_s=s.duration_s, read_rate=s.read_rate, write_rate=s.write_rate, n_keys=s.n_keys,
             zipf_alpha=s.zipf_alpha, app_servers=s.app_servers, bursts=s.bursts,
             arrivals_rng=arrivals, keys_rng=keys, servers_rng=servers,
-        )
+        ) if self.trace is None else TraceWorkload(self.trace, s.app_servers, servers)
         self.faults = FaultModel(s.faults, coins) if s.faults else None
         self.recorder = Recorder(s.duration_s, s.warmup_s)
         self.scripted: list[dict] = []  # what each scripted request did, for Result.scripted
@@ -205,7 +209,7 @@ class Simulation:
         small capacity, the most popular keys are the ones that stay.
         """
         s, world = self.scenario, self.world
-        count = s.n_keys if s.cache_capacity is None else min(s.n_keys, s.cache_capacity)
+        count = self.n_keys if s.cache_capacity is None else min(self.n_keys, s.cache_capacity)
         state = self._state("prefill", breaker=None)  # its counters are not the run's
 
         def perform(op):

@@ -39,7 +39,7 @@ from typing import Any, Iterable, Mapping
 
 from ..policies import policy_module
 from .faults import Fault
-from .spec import Spec, choice, flag, integer, items, number, text
+from .spec import Spec, choice, flag, integer, items, number, path, text
 from .workload import Burst, Request
 
 
@@ -61,11 +61,15 @@ class Scenario:
     # -- workload
     read_rate: float = number(1000.0, "Poisson read arrivals, over all app servers", unit="per second")
     write_rate: float = number(10.0, "Poisson write arrivals, over all app servers", unit="per second")
-    n_keys: int = integer(1000, "keys 1 .. n_keys, every one a row at version 1 from the start", minimum=1)
+    n_keys: int = integer(1000, "keys 1 .. n_keys, every one a row at version 1 from the start (with a trace: "
+                          "its distinct keys instead)", minimum=1)
     zipf_alpha: float = number(1.0, "P(key k) ∝ k**-alpha, for reads and writes; 0 is uniform", unit="")
     app_servers: int = integer(1, "each with its own breaker, repair memory and counters", minimum=1)
     bursts: tuple[Burst, ...] = items(Burst, "windows that multiply the rates")
     requests: tuple[Request, ...] = items(Request, "scripted requests, on top of the Poisson ones")
+    trace: str | None = path(None, "a CSV (time_s,key,op) replayed instead of the Poisson workload, up to duration_s; "
+                             "read_rate, write_rate, n_keys, zipf_alpha and bursts are then unused (wtsim.sim.trace)",
+                             none="the Poisson and Zipf workload")
     # -- clients
     request_timeout_s: float | None = number(None, "a client gives up on a request after this long",
                                              strict=True, none="clients wait forever")
@@ -125,6 +129,11 @@ class Scenario:
                                                                                            "app_servers")
             if fault.servers is not None and fault.servers > limit:
                 raise ValueError(f"faults[{i}].servers must be <= {of} ({limit}), got {fault.servers}")
+        if self.trace is not None:
+            if self.requests:
+                raise ValueError("requests cannot be combined with a trace: add them to the trace's CSV")
+            if not Path(self.trace).is_file():
+                raise ValueError(f"trace: file not found: {self.trace}")
         for i, request in enumerate(self.requests):
             if request.at_s >= self.duration_s:
                 raise ValueError(f"requests[{i}].at_s must be < duration_s ({self.duration_s}), got {request.at_s}")
@@ -162,13 +171,17 @@ class Scenario:
             except tomllib.TOMLDecodeError as exc:
                 raise ValueError(f"{path}: not valid TOML: {exc}") from None
         data.setdefault("name", Path(path.name).stem)
+        if isinstance(data.get("trace"), str) and data["trace"].lower() != "none":  # relative to the file's folder
+            data["trace"] = str(Path(str(path)).parent / Path(data["trace"]).expanduser())
         return cls.from_dict(data, source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
-        """The scenario as JSON-safe plain data (``from_dict`` reads it back)."""
+        """The scenario as JSON-safe plain data (``from_dict`` reads it back); ``trace`` only when there is one."""
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name == "trace" and value is None:  # so a Poisson run's result reads as it always has
+                continue
             if isinstance(value, tuple):
                 value = [item.to_dict() for item in value]
             out[f.name] = value

@@ -16,6 +16,7 @@ and that one declaration then
 from __future__ import annotations
 
 import math
+import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Mapping
@@ -27,7 +28,7 @@ _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")  # what 
 class Spec:
     """One field's declaration: its kind, range, unit, what ``None`` means, and a line on why it is there."""
 
-    kind: str  # "number", "integer", "flag", "text", "choice" or "items"
+    kind: str  # "number", "integer", "flag", "text", "path", "choice" or "items"
     doc: str
     minimum: float = 0
     strict: bool = False  # the minimum itself is not allowed
@@ -56,6 +57,7 @@ class Spec:
             "integer": f"an integer {bound}",
             "flag": "true or false",
             "text": "a non-empty string",
+            "path": "a file path",
             "choice": f"one of {', '.join(map(repr, names))}" if names else "a registered name",
             "items": f"a list of {getattr(self.cls, '__name__', '?')} (or of tables)",
         }[self.kind]
@@ -78,6 +80,8 @@ class Spec:
                 return value
             case "text" if isinstance(value, str) and value:
                 return value
+            case "path" if isinstance(value, (str, os.PathLike)) and os.fspath(value):
+                return os.fspath(value)
             case "choice" if callable(self.options):
                 self.options(value)  # a registry's lookup: it raises, listing its names
                 return value
@@ -110,7 +114,7 @@ class Spec:
                     return raw.lower() in _TRUE
                 case "items":
                     return tomllib.loads(f"value = {raw}")["value"]
-                case "text" | "choice":
+                case "text" | "path" | "choice":
                     return raw
         except ValueError:  # not a number, or not TOML (TOMLDecodeError is a ValueError)
             pass
@@ -144,6 +148,11 @@ def flag(default: bool, doc: str) -> Any:
 def text(default: str, doc: str) -> Any:
     """A non-empty string."""
     return _declare(default, "text", doc)
+
+
+def path(default: str | None, doc: str, *, none: str | None = None) -> Any:
+    """A file path, kept as a string (a :class:`os.PathLike` becomes one); ``none``: what None means."""
+    return _declare(default, "path", doc, none=none)
 
 
 def choice(default: str, options: tuple[str, ...] | Callable[[str], object], doc: str) -> Any:
