@@ -293,3 +293,33 @@ def test_on_a_real_redis_the_hang_scene_uses_the_clients_timeout(real_redis, mon
     assert f"the client's socket_timeout is {expected} s" in hang
     reads = _hang_reads_ms(hang)
     assert len(reads) == 3 and all(ms <= t < ms + 150 for t in reads), reads
+
+
+def test_a_postgresql_that_never_answers_fails_after_the_connect_timeout(monkeypatch, capsys):
+    """A host that accepts and stays silent (packets dropped further on): one line after the timeout, not a stall."""
+    import socket
+    import threading
+    import time
+
+    pytest.importorskip("psycopg")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    held = []
+    threading.Thread(target=lambda: held.append(listener.accept()), daemon=True).start()
+    monkeypatch.setattr(demo_module, "DB_CONNECT_TIMEOUT_S", 2)
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{listener.getsockname()[1]}/test"
+    started = time.monotonic()
+    try:
+        assert main(["demo", "--no-report", "--database-url", url]) == 2
+    finally:
+        listener.close()
+    assert time.monotonic() - started < 15
+    err = capsys.readouterr().err
+    assert err.startswith("wtsim: error: cannot connect to database") and err.count("\n") == 1
+
+
+def test_a_connect_timeout_in_the_url_is_kept():
+    assert demo_module._connect_timeout("postgresql+psycopg://u@h/db?connect_timeout=9") == {}
+    assert demo_module._connect_timeout("postgresql+psycopg://u@h/db") == {"connect_args": {"connect_timeout": 5}}
+    assert demo_module._connect_timeout("sqlite:///x.db") == {}

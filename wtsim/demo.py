@@ -272,7 +272,7 @@ def _connect_database(url: str) -> Engine:
     """An engine that has connected once; a ValueError naming the fix when it cannot."""
     shown = _hide_password(url)
     try:
-        engine = make_engine(url)
+        engine = make_engine(url, **_connect_timeout(url))
     except ImportError as exc:  # the URL names a driver that is not installed
         raise ValueError(f"database {shown}: {_driver_advice(url, exc)}") from None
     except ArgumentError as exc:  # unparsable, or no such dialect
@@ -294,6 +294,23 @@ def _connect_database(url: str) -> Engine:
         fix = "check that its folder exists" if engine.dialect.name == "sqlite" else "start the server or fix the URL"
         raise ValueError(f"cannot connect to database {shown} ({_one_line(exc.orig)}): {fix}") from None
     return engine
+
+
+DB_CONNECT_TIMEOUT_S = 5
+"""How long the start-up check waits for PostgreSQL: a host that drops packets would otherwise stall it."""
+
+
+def _connect_timeout(url: str) -> dict:
+    """``connect_args`` giving psycopg a connect timeout, unless the URL sets one (libpq waits forever)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return {}  # make_engine reports it
+    if parsed.get_backend_name() != "postgresql" or parsed.get_driver_name() not in ("psycopg", "psycopg2"):
+        return {}
+    if "connect_timeout" in parsed.query:
+        return {}
+    return {"connect_args": {"connect_timeout": DB_CONNECT_TIMEOUT_S}}
 
 
 def _driver_advice(url: str, exc: ImportError) -> str:
