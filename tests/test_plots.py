@@ -251,3 +251,19 @@ def test_compact_png_is_a_palette_png_smaller_than_matplotlibs():
 def test_show_compact_png_needs_ipython():
     with pytest.raises(RuntimeError, match="inside Jupyter or IPython"):
         plots.show_compact_png()
+
+
+def test_queue_figure_draws_transactions_and_the_queue():
+    """Two panels: write transactions/s of both patterns (log scale), and the write-behind queue."""
+    from wtsim.sim import Burst
+
+    scenario = Scenario(duration_s=4, warmup_s=0.5, read_rate=100, write_rate=200, n_keys=100, prefill=True,
+                        bursts=(Burst(1.0, 2.0, write_factor=5),))
+    through, behind = (run(scenario.replace(policy=p)) for p in ("write-through", "write-behind"))
+    fig = plots.queue_figure(through, behind)
+    top, bottom = fig.axes[:2]
+    assert top.get_yscale() == "log"
+    assert [line.get_label() for line in top.get_lines()] == ["write-through: one a write", "write-behind: one a batch"]
+    queue = bottom.get_lines()[0].get_ydata()
+    assert list(queue[:-1]) == [row["queue"] for row in behind.timeline]
+    assert max(queue) == behind.queue_max > 0

@@ -47,6 +47,7 @@ __all__ = [
     "STYLE",
     "article_load_figure",
     "comparison_figure",
+    "queue_figure",
     "compact_png",
     "show_compact_png",
     "db_load_figure",
@@ -584,6 +585,42 @@ def comparison_figure(results: Mapping[str, Result], title: str | None = None) -
             lost.set_xlabel("database lag p99: " + ", ".join(
                 f"{label} {_ms_text(_ms(lag))} ms" for (label, _), lag in zip(items, lags) if lag))
         fig.suptitle(title or f"{_scenario_name(runs[0])}: the same workload under each pattern")
+    return fig
+
+
+def queue_figure(through: Result, behind: Result, title: str | None = None) -> Figure:
+    """A write burst under write-through and write-behind: database write transactions/s, and the queue.
+
+    Top: transactions per second on a log scale (write-through commits one a
+    write, write-behind one a batch). Bottom: the write-behind queue, the
+    longest it got in each second. Bursts are shaded orange, faults as
+    everywhere, the warm-up grey.
+    """
+    runs = [through, behind]
+    with mpl.rc_context(STYLE):
+        fig = _figure((11.0, 7.5))
+        top, bottom = fig.subplots(2, 1, sharex=True)
+        top.step(*_steps(through, lambda row, width: row["db_writes"] / width), where="post",
+                 label="write-through: one a write", **_style(0))
+        top.step(*_steps(behind, lambda row, width: row["db_writes"] / width), where="post",
+                 label="write-behind: one a batch", **_style(1))
+        top.set_yscale("log")
+        top.set_ylabel("DB write\ntransactions / s")
+        top.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+        bottom.step(*_steps(behind, lambda row, width: row["queue"]), where="post",
+                    label=f"write-behind queue\n(longest {behind.queue_max:,})", **_style(1))
+        bottom.set_ylabel("queued writes")
+        _counts(bottom, max(behind.queue_max, 1))
+        bottom.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+        _time_axis(bottom, runs)
+        _shade([top, bottom], runs)
+        for ax in (top, bottom):
+            for burst in behind.scenario.bursts:
+                ax.axvspan(burst.start_s, burst.end_s, color=FAULT_COLOR, alpha=0.2, lw=0, zorder=0)
+        if behind.scenario.bursts:
+            factors = ", ".join(f"x{b.write_factor:g}" for b in behind.scenario.bursts)
+            top.set_title(f"writes {factors} in the shaded window", fontsize=14)
+        fig.suptitle(title or "A burst of writes: write-through passes it on, write-behind queues it")
     return fig
 
 
