@@ -12,6 +12,12 @@ fixtures. Where the servers are:
 
 Tests on a shared real Redis use a unique key prefix and delete their keys;
 tests on PostgreSQL use a schema of their own, dropped at the end.
+
+The contract suites also run over the asyncio driver (:mod:`wtsim.aio`): they
+override ``driver`` with :data:`DRIVERS`, and on ``async`` the ``db``,
+``make_cache`` and their own factories hand out the asyncio caches behind a
+synchronous facade (``tests/aio_facade.py``), on fakeredis or the real Redis,
+over aiosqlite or psycopg's asyncio; Redis Cluster is synchronous only.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import redis
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from aio_facade import SYNC_ONLY, AioWorld
 from servers import RedisClusterServers, RedisServer, redis_server_binary
 from wtsim import WriteThroughCache, make_engine, redis_client
 from wtsim.models import Base, load_catalog
@@ -32,6 +39,8 @@ from wtsim.models import Base, load_catalog
 REQUIRE_SERVERS = os.environ.get("WTSIM_REQUIRE_SERVERS") == "1"
 REDIS_URL = os.environ.get("WTSIM_REDIS_URL", "redis://127.0.0.1:6379/0")
 DATABASE_URL = os.environ.get("WTSIM_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_SCHEMA = f"wtsim_test_{os.getpid()}"
+"""The schema of this test run on PostgreSQL."""
 
 
 def unavailable(what: str, why: object) -> None:
@@ -56,7 +65,7 @@ def real_redis() -> redis.Redis:
 @pytest.fixture(scope="session")
 def postgres_engine():
     """An engine on PostgreSQL whose search_path is a schema of this test run."""
-    schema = f"wtsim_test_{os.getpid()}"
+    schema = PG_SCHEMA
     try:
         admin = make_engine(DATABASE_URL)
         with admin.begin() as conn:
@@ -122,9 +131,45 @@ def engine(request, tmp_path):
         Base.metadata.drop_all(eng)
 
 
+DRIVERS = ["sync", "async"]
+"""The params of ``driver`` in the suites that run over both drivers."""
+
+
 @pytest.fixture
-def db(engine):
-    """A session on the test database."""
+def driver() -> str:
+    """Which driver performs the policies: ``sync`` here; the contract suites override it with DRIVERS."""
+    return "sync"
+
+
+def async_engine_for(engine):
+    """An asyncio engine on the same database (and PostgreSQL schema) as the synchronous ``engine``."""
+    from wtsim.aio import async_database_url, make_async_engine
+
+    url = engine.url.render_as_string(hide_password=False)
+    if engine.dialect.name == "postgresql":
+        return make_async_engine(url, connect_args={"options": f"-csearch_path={PG_SCHEMA}"})
+    return make_async_engine(async_database_url(url))
+
+
+@pytest.fixture
+def aio(request, driver):
+    """On the async driver, the test's :class:`AioWorld` (its loop, client, sessions); ``None`` on sync."""
+    if driver == "sync":
+        yield None
+        return
+    if "engine" in request.fixturenames:
+        request.getfixturevalue("engine")  # set up first, so torn down after the world's sessions are closed
+    world = AioWorld(request.getfixturevalue("redis_conn"), REDIS_URL, async_engine_for)
+    yield world
+    world.close()
+
+
+@pytest.fixture
+def db(engine, aio):
+    """A session on the test database (on the async driver: the sync_session of an AsyncSession)."""
+    if aio is not None:
+        yield aio.session(engine)
+        return
     with Session(engine) as session:
         yield session
 
@@ -143,11 +188,15 @@ def key_prefix(redis_conn):
 
 
 @pytest.fixture
-def make_cache(redis_conn, key_prefix):
-    """Factory: ``make_cache(**options)`` builds a WriteThroughCache on ``redis_conn``."""
+def make_cache(redis_conn, key_prefix, aio):
+    """Factory: ``make_cache(**options)`` builds a WriteThroughCache on ``redis_conn`` (or its asyncio twin)."""
 
     def make(**options) -> WriteThroughCache:
         options.setdefault("prefix", key_prefix)
+        if aio is not None:
+            from wtsim.aio import AsyncWriteThroughCache
+
+            return aio.facade(AsyncWriteThroughCache(aio.redis, **options))
         return WriteThroughCache(redis_conn, **options)
 
     return make
@@ -190,11 +239,19 @@ def raw(server):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Run the cluster backend over SQLite only: PostgreSQL adds nothing the cluster could break."""
+    """Run the cluster backend over SQLite only: PostgreSQL adds nothing the cluster could break.
+
+    The asyncio driver does not run on Redis Cluster: those combinations are
+    dropped too; and the few tests of :data:`aio_facade.SYNC_ONLY` skip on it.
+    """
     kept, dropped = [], []
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        (dropped if params.get("redis_conn") == "cluster" and params.get("engine") == "postgres" else kept).append(item)
+        cluster = params.get("redis_conn") == "cluster"
+        on_async = params.get("driver") == "async"
+        (dropped if cluster and (params.get("engine") == "postgres" or on_async) else kept).append(item)
+        if on_async and item.originalname in SYNC_ONLY:
+            item.add_marker(pytest.mark.skip(reason=f"asyncio driver: {SYNC_ONLY[item.originalname]}"))
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wtsim.bench import CASES, DRAIN_TARGET, WRITE_BEHIND_TARGET, bench_cache, format_cache_bench
+from wtsim.bench import ASYNC_CASES, CASES, DRAIN_TARGET, WRITE_BEHIND_TARGET, bench_cache, format_cache_bench
 from wtsim.sim.bench import bench_sim, format_sim_bench
 
 
@@ -17,7 +17,7 @@ def cache_rows():
 def test_cache_bench_measures_every_case(cache_rows):
     """read and write of each pattern and mode, then write-behind: positive timings, their ratio and target."""
     rows = cache_rows
-    cases = [(policy, mode) for policy, mode, *_ in CASES]
+    cases = [(policy, mode) for policy, mode, *_ in CASES + ASYNC_CASES]
     assert [(r["policy"], r["mode"], r["operation"]) for r in rows] == [
         (policy, mode, op) for policy, mode in cases for op in ("read", "write")
     ] + [("write-behind", "queue", "write"), ("write-behind", "batch100/1", "drain")]
@@ -27,6 +27,17 @@ def test_cache_bench_measures_every_case(cache_rows):
         assert row["ratio"] == row["raw_s"] / row["cache_s"]
     table = format_cache_bench(rows, None)
     assert table.count("\n") == len(rows) + 2 and table.startswith("Redis: embedded fakeredis")
+
+
+def test_cache_bench_reports_the_asyncio_driver(cache_rows):
+    """The asyncio driver's read hit and write (write-through, naive) against the same calls by hand, target 0.8."""
+    rows = [r for r in cache_rows if r["mode"] == "aio naive"]
+    assert [(r["policy"], r["operation"], r["target"]) for r in rows] == [
+        ("write-through", "read", 0.8), ("write-through", "write", 0.8)]
+    for row in rows:
+        assert 1e-7 < row["cache_s"] < 1 and 1e-7 < row["raw_s"] < 1
+    table = format_cache_bench(cache_rows, None)
+    assert sum("write-through  aio naive" in line for line in table.splitlines()) == 2
 
 
 def test_cache_bench_reports_the_write_behind_rows(cache_rows):

@@ -1,7 +1,8 @@
 """The CacheAside contract, run over every backend pair.
 
 Each test runs on fakeredis, a real Redis and a Redis Cluster, over SQLite and PostgreSQL (see
-conftest.py), and most of them in both modes: ``versioned=False`` (write, then
+conftest.py), on both drivers (``async``: :class:`wtsim.aio.AsyncCacheAside` behind
+``tests/aio_facade.py``'s facade, not on the cluster), and most of them in both modes: ``versioned=False`` (write, then
 ``DEL``) and ``versioned=True`` (write, then a tombstone carrying the new
 version, so that a slow reader cannot put back what it read before the commit).
 
@@ -30,7 +31,8 @@ import pytest
 import redis
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from conftest import WITH_CLUSTER, redis_backend
+from aio_facade import AsyncRecordingRedis
+from conftest import DRIVERS, WITH_CLUSTER, redis_backend
 from test_cache_contract import (
     BAD_SERIALIZERS,
     CORRUPT_PAYLOADS,
@@ -62,27 +64,45 @@ def redis_conn(request):
     return redis_backend(request)
 
 
+@pytest.fixture(params=DRIVERS)
+def driver(request) -> str:
+    """This suite runs over the synchronous and the asyncio driver (see conftest)."""
+    return request.param
+
+
+def build_aside(aio, client, **options) -> CacheAside:
+    """A CacheAside on ``client``, or on the async driver an AsyncCacheAside behind the facade."""
+    if aio is None:
+        return CacheAside(client, **options)
+    from wtsim.aio import AsyncCacheAside
+
+    return aio.facade(AsyncCacheAside(client, **options))
+
+
 @pytest.fixture
-def make_aside(redis_conn, key_prefix):
+def make_aside(redis_conn, key_prefix, aio):
     """Factory: ``make_aside(**options)`` builds a CacheAside on ``redis_conn``."""
 
     def make(**options) -> CacheAside:
         options.setdefault("prefix", key_prefix)
         options.setdefault("tombstone_ttl", TOMBSTONE_TTL)
-        return CacheAside(redis_conn, **options)
+        return build_aside(aio, redis_conn if aio is None else aio.redis, **options)
 
     return make
 
 
 @pytest.fixture
-def recorded_aside(redis_conn, key_prefix, events):
+def recorded_aside(redis_conn, key_prefix, events, aio):
     """Factory: a CacheAside whose Redis client records into ``events`` (and fails the commands in ``fail``)."""
 
     def make(fail: dict[str, Any] | None = None, **options) -> CacheAside:
-        proxy = RecordingRedis(redis_conn, events, fail)
+        if aio is None:
+            proxy = RecordingRedis(redis_conn, events, fail)
+        else:
+            proxy = AsyncRecordingRedis(aio.redis, events, fail)
         options.setdefault("prefix", key_prefix)
         options.setdefault("tombstone_ttl", TOMBSTONE_TTL)
-        cache = CacheAside(proxy, **options)
+        cache = build_aside(aio, proxy, **options)
         cache.proxy = proxy
         return cache
 

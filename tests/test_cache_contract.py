@@ -1,7 +1,9 @@
 """The WriteThroughCache contract, run over every backend pair.
 
 Each test runs on fakeredis, a real Redis and a Redis Cluster, over SQLite and PostgreSQL (see
-conftest.py), and most of them in both modes: ``versioned=False`` (the
+conftest.py), on both drivers (``sync``: :class:`WriteThroughCache`; ``async``:
+:class:`wtsim.aio.AsyncWriteThroughCache` behind ``tests/aio_facade.py``'s
+facade, not on the cluster), and most of them in both modes: ``versioned=False`` (the
 article's algorithm) and ``versioned=True`` (compare-and-set on the version).
 The numbered points are those of the acceptance criteria in issue 2.
 """
@@ -23,7 +25,8 @@ from redis.commands.core import Script
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from conftest import WITH_CLUSTER, redis_backend
+from aio_facade import AsyncRecordingRedis
+from conftest import DRIVERS, WITH_CLUSTER, redis_backend
 
 from wtsim import WriteThroughCache
 from wtsim.codec import decode, encode
@@ -80,14 +83,26 @@ def redis_conn(request):
     return redis_backend(request)
 
 
+@pytest.fixture(params=DRIVERS)
+def driver(request) -> str:
+    """This suite runs over the synchronous and the asyncio driver (see conftest)."""
+    return request.param
+
+
 @pytest.fixture
-def recorded_cache(redis_conn, key_prefix, events):
+def recorded_cache(redis_conn, key_prefix, events, aio):
     """Factory: a cache whose Redis client records into ``events`` (and fails the commands in ``fail``)."""
 
     def make(fail: dict[str, Any] | None = None, **options):
-        proxy = RecordingRedis(redis_conn, events, fail)
         options.setdefault("prefix", key_prefix)
-        cache = WriteThroughCache(proxy, **options)
+        if aio is not None:
+            from wtsim.aio import AsyncWriteThroughCache
+
+            proxy = AsyncRecordingRedis(aio.redis, events, fail)
+            cache = aio.facade(AsyncWriteThroughCache(proxy, **options))
+        else:
+            proxy = RecordingRedis(redis_conn, events, fail)
+            cache = WriteThroughCache(proxy, **options)
         cache.proxy = proxy
         return cache
 

@@ -9,7 +9,10 @@ rounds so that drift in the machine's speed hits both alike:
   ``DEL`` (cache-aside)
 
 for write-through (naive, versioned, and versioned with leases) and for
-cache-aside; and for write-behind:
+cache-aside; the same read and write (write-through, naive) for the asyncio
+driver (:mod:`wtsim.aio`: ``await cache.read`` and ``await cache.write``)
+against the same calls by hand on ``redis.asyncio`` and an ``AsyncSession``
+(mode ``aio naive``); and for write-behind:
 
 * write: ``WriteBehindCache.write`` of a cached key  vs  the same ``QUEUE_WRITE``
   Lua call made by hand with redis-py (one round trip each);
@@ -29,6 +32,7 @@ either way.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import statistics
@@ -60,6 +64,12 @@ CASES: tuple[tuple[str, str, type[PolicyCache], dict, float], ...] = (
     ("cache-aside", "naive", CacheAside, {}, 0.85),
 )
 """What is measured, each with the ratio it should reach."""
+
+ASYNC_CASES: tuple[tuple[str, str, str, dict, float], ...] = (
+    # policy, mode, class name in wtsim.aio, options, target ratio
+    ("write-through", "aio naive", "AsyncWriteThroughCache", {}, 0.8),
+)
+"""What is measured of the asyncio driver, with the ratio it should reach (the synchronous one's)."""
 
 WRITE_BEHIND_TARGET = 0.8
 """``WriteBehindCache.write`` against the bare ``QUEUE_WRITE`` call: the ratio it should reach."""
@@ -107,6 +117,11 @@ def bench_cache(
                     results.append({**row, "policy": policy, "mode": mode, "target": target})
                 redis.delete(key)
         engine.dispose()
+        for policy, mode, class_name, options, target in ASYNC_CASES:
+            rows = asyncio.run(_bench_async_case(redis_url, f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}",
+                                                 class_name, options, reads, writes, rounds, progress,
+                                                 f"{policy} {mode}"))
+            results += [{**row, "policy": policy, "mode": mode, "target": target} for row in rows]
         results.append({**_bench_queue_write(redis, reads, rounds, progress),
                         "policy": "write-behind", "mode": "queue", "target": WRITE_BEHIND_TARGET})
         drain_url = database_url or f"sqlite:///{Path(tmp) / 'drain.db'}"
@@ -261,6 +276,71 @@ def _bench_case(cache, redis, db, key, reads, writes, rounds, progress, label) -
             cache_t.append(_per_op(cached, n))
         c, r = statistics.median(cache_t), statistics.median(raw_t)
         out.append({"operation": op, "cache_s": c, "raw_s": r, "ratio": r / c})
+    return out
+
+
+async def _bench_async_case(redis_url, database_url, class_name, options, reads, writes, rounds, progress,
+                            label) -> list[dict]:
+    """An asyncio cache's read hit and write vs the same calls by hand on redis.asyncio and an AsyncSession."""
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from . import aio
+
+    redis = aio.async_redis_client(redis_url, socket_timeout=5, connect_timeout=5)
+    engine = aio.make_async_engine(database_url)
+    cache = getattr(aio, class_name)(redis, prefix="wtsim-bench-aio", **options)
+    key = cache.key(NS, PID)
+    counter = iter(range(10**9))
+
+    def writer(session: Session) -> Product:
+        product = session.get(Product, PID)
+        product.stock = next(counter) % 1000
+        return product
+
+    def reader(session: Session) -> Product | None:
+        return session.get(Product, PID)
+
+    async def per_op(fn, n: int) -> float:
+        start = time.perf_counter()
+        for _ in range(n):
+            await fn()
+        return (time.perf_counter() - start) / n
+
+    out = []
+    try:
+        async with AsyncSession(engine, expire_on_commit=False) as db:
+            async def cached_write() -> None:
+                await cache.write(db, NS, PID, writer, product_dict)
+
+            async def raw_write() -> None:  # what one writes by hand with an AsyncSession
+                product = await db.get(Product, PID)
+                product.stock = next(counter) % 1000
+                await db.commit()
+                await redis.set(key, json.dumps({"v": None, "d": product_dict(product)}), ex=3600)
+
+            async def cached_read() -> None:
+                await cache.read(db, NS, PID, reader, product_dict)
+
+            async def raw_read() -> None:
+                json.loads(await redis.get(key))
+
+            await redis.delete(key)
+            for op, cached, raw, n in (("read", cached_read, raw_read, reads),
+                                       ("write", cached_write, raw_write, writes)):
+                if progress:
+                    progress(f"{op} ({label})")
+                await cached_write()
+                await cached_read()  # the key is cached from here on
+                cache_t, raw_t = [], []
+                for _ in range(rounds):
+                    raw_t.append(await per_op(raw, n))
+                    cache_t.append(await per_op(cached, n))
+                c, r = statistics.median(cache_t), statistics.median(raw_t)
+                out.append({"operation": op, "cache_s": c, "raw_s": r, "ratio": r / c})
+    finally:
+        await redis.delete(key)
+        await redis.aclose()
+        await engine.dispose()
     return out
 
 

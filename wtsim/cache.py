@@ -84,25 +84,14 @@ _memoized_key = lru_cache(maxsize=1 << 16, typed=True)(entry_key)
 An unhashable id raises a bare ``TypeError`` here; :meth:`CacheState.key` then asks ``entry_key`` why."""
 
 
-class PolicyCache:
-    """A cache in front of the database that runs one pattern's policy; see the subclasses.
+class PolicyCacheBase:
+    """What every driver of the cache policies shares, whatever its I/O: the settings, the state, the keys.
 
-    ``versioned=True`` reads an integer version from ``serialize(...)[version_field]``
-    and makes every cache update a compare-and-set, so an older value never
-    replaces a newer one. ``leases=True`` gives a reader that misses a lease:
-    only the holder populates, only while its lease lives, and concurrent
-    readers of the missing key wait up to ``lease_retries`` times ``lease_wait``
-    seconds for it (see :mod:`wtsim.policies.read_through`). ``early_recompute_beta``
-    turns on XFetch's early recompute, drawing from ``random`` (uniform in [0, 1)).
-    ``outage_repair=True`` remembers keys the cache could not be told about and
-    invalidates them when it answers again. ``breaker`` is a :class:`CircuitBreaker`,
-    ``True`` for the default one, or ``False`` to call Redis every time (the
-    article's behaviour). ``clock`` dates entries for early recompute (shared by
-    every app server: wall time) and runs the default breaker.
-
-    ``redis_client`` may be a :class:`redis.cluster.RedisCluster`: every script
-    touches one entry key (one hash slot), invalidating several keys sends one
-    script per key, and a namespace purge scans every primary.
+    :class:`PolicyCache` (redis-py) and :class:`wtsim.aio.AsyncPolicyCache`
+    (``redis.asyncio``) derive from it. The options are documented on
+    :class:`PolicyCache`. A driver defines one method per cache op, named as in
+    ``_perform_cache`` (``_get``, ``_set``, ...): plain for a synchronous driver,
+    coroutines for the asyncio one.
     """
 
     policy: types.ModuleType = write_through
@@ -177,8 +166,6 @@ class PolicyCache:
             CachePopulate: self._populate,
         }
 
-    # -- the public API -------------------------------------------------------------------
-
     @property
     def stats(self) -> CacheStats:
         """Counters: hits, misses, db_reads, db_writes, cache_errors, invalidations, ..."""
@@ -197,6 +184,35 @@ class PolicyCache:
     def key(self, namespace: str, entity_id: EntityId) -> str:
         """The Redis key that holds the entry for ``(namespace, entity_id)``."""
         return entry_key(self.state.config.prefix, namespace, entity_id)
+
+    def __repr__(self) -> str:
+        c = self.state.config
+        return (f"<{type(self).__name__} prefix={c.prefix!r} versioned={c.versioned} "
+                f"leases={c.leases} outage_repair={c.outage_repair}>")
+
+
+class PolicyCache(PolicyCacheBase):
+    """A cache in front of the database that runs one pattern's policy; see the subclasses.
+
+    ``versioned=True`` reads an integer version from ``serialize(...)[version_field]``
+    and makes every cache update a compare-and-set, so an older value never
+    replaces a newer one. ``leases=True`` gives a reader that misses a lease:
+    only the holder populates, only while its lease lives, and concurrent
+    readers of the missing key wait up to ``lease_retries`` times ``lease_wait``
+    seconds for it (see :mod:`wtsim.policies.read_through`). ``early_recompute_beta``
+    turns on XFetch's early recompute, drawing from ``random`` (uniform in [0, 1)).
+    ``outage_repair=True`` remembers keys the cache could not be told about and
+    invalidates them when it answers again. ``breaker`` is a :class:`CircuitBreaker`,
+    ``True`` for the default one, or ``False`` to call Redis every time (the
+    article's behaviour). ``clock`` dates entries for early recompute (shared by
+    every app server: wall time) and runs the default breaker.
+
+    ``redis_client`` may be a :class:`redis.cluster.RedisCluster`: every script
+    touches one entry key (one hash slot), invalidating several keys sends one
+    script per key, and a namespace purge scans every primary.
+    """
+
+    # -- the public API -------------------------------------------------------------------
 
     def write(
         self,
@@ -281,32 +297,19 @@ class PolicyCache:
         self.redis.set(op.key, op.payload, **_expiry(op.ttl_s))
 
     def _set_newer(self, op: CacheSetIfNewer) -> bool:
-        ttl = "" if op.ttl_s is None else _ms(op.ttl_s)
-        return bool(self._set_if_newer(keys=[op.key], args=[op.payload, op.version, ttl]))
+        return bool(self._set_if_newer(**set_if_newer_call(op)))
 
     def _take_lease(self, op: CacheLease) -> bool | bytes:
-        answer = self._lease(keys=[op.key], args=[op.lease, _ms(op.ttl_s)])
-        return True if answer == 1 else answer
+        return lease_answer(self._lease(**lease_call(op)))
 
     def _populate_leased(self, op: CacheSetLeased) -> bool:
-        ttl = "" if op.ttl_s is None else _ms(op.ttl_s)
-        return bool(self._set_leased(keys=[op.key], args=[op.payload, op.lease, ttl]))
+        return bool(self._set_leased(**set_leased_call(op)))
 
     def _queue(self, op: CacheQueueWrite) -> QueueAnswer:
-        base = "" if op.base_version is None else op.base_version
-        first, second = self._queue_write(
-            keys=[op.key, op.stream],
-            args=[op.data_json, base, op.max_pending, op.namespace, op.id_json],
-        )
-        if first == 0:
-            return QueueAnswer(None, pending=second)
-        if first == -1:
-            return QueueAnswer(None, need_base=True)
-        return QueueAnswer(int(first))
+        return queue_answer(self._queue_write(**queue_write_call(op)))
 
     def _populate(self, op: CachePopulate) -> bool:
-        ttl = "" if op.ttl_s is None else _ms(op.ttl_s)
-        return bool(self._populate_script(keys=[op.key], args=[op.payload, ttl]))
+        return bool(self._populate_script(**populate_call(op)))
 
     def _delete(self, op: CacheDelete) -> int:
         return self.redis.delete(*op.keys)
@@ -317,11 +320,11 @@ class PolicyCache:
             # On a cluster, one call per key: each lands on its slot's primary (a cluster
             # pipeline refuses EVALSHA, and a script may only touch one slot's keys).
             for key, version in op.entries:
-                self._tombstone(keys=[key], args=[encode_tombstone(version), _arg(version), ttl])
+                self._tombstone(**tombstone_call(key, version, ttl))
             return
         with self.redis.pipeline(transaction=False) as pipe:
             for key, version in op.entries:
-                self._tombstone(keys=[key], args=[encode_tombstone(version), _arg(version), ttl], client=pipe)
+                self._tombstone(**tombstone_call(key, version, ttl), client=pipe)
             pipe.execute()
 
     def _purge(self, op: CachePurge) -> int:
@@ -337,12 +340,6 @@ class PolicyCache:
         if batch:
             deleted += self.redis.unlink(*batch)
         return deleted
-
-    def __repr__(self) -> str:
-        c = self.state.config
-        return (f"<{type(self).__name__} prefix={c.prefix!r} versioned={c.versioned} "
-                f"leases={c.leases} outage_repair={c.outage_repair}>")
-
 
 class WriteThroughCache(PolicyCache):
     """Keep Redis in step with the database: write the database first, then the cache.
@@ -395,12 +392,7 @@ class WriteBehindCache(PolicyCache):
         breaker: CircuitBreaker | bool = True,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        if is_cluster(redis_client):
-            raise TypeError(CLUSTER_REFUSED.format(what="WriteBehindCache"))
-        if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
-            raise ValueError(f"max_pending must be an integer >= 1, got {max_pending!r}")
-        if stream is not None and (not isinstance(stream, str) or not stream):
-            raise ValueError(f"stream must be a non-empty string or None for '<prefix>:queue', got {stream!r}")
+        check_write_behind(redis_client, max_pending, stream, "WriteBehindCache")
         super().__init__(redis_client, default_ttl, prefix=prefix, versioned=True, version_field=version_field,
                          outage_repair=False, breaker=breaker, clock=clock)
         self.stream = stream if stream is not None else default_stream(prefix)
@@ -452,6 +444,16 @@ CLUSTER_REFUSED = (
 )
 
 
+def check_write_behind(redis_client: Any, max_pending: Any, stream: Any, what: str) -> None:
+    """Refuse a cluster client, a ``max_pending`` that is not an integer >= 1, an empty or non-string ``stream``."""
+    if is_cluster(redis_client):
+        raise TypeError(CLUSTER_REFUSED.format(what=what))
+    if isinstance(max_pending, bool) or not isinstance(max_pending, int) or max_pending < 1:
+        raise ValueError(f"max_pending must be an integer >= 1, got {max_pending!r}")
+    if stream is not None and (not isinstance(stream, str) or not stream):
+        raise ValueError(f"stream must be a non-empty string or None for '<prefix>:queue', got {stream!r}")
+
+
 def default_stream(prefix: str) -> str:
     """The write-behind stream of ``prefix`` when none is named: ``<prefix>:queue``."""
     entry_key(prefix, "", "")  # validates the prefix
@@ -474,3 +476,57 @@ def _ms(ttl_s: float) -> int:
 
 def _arg(version: int | None) -> str | int:
     return "" if version is None else version
+
+
+def _ttl_arg(ttl_s: float | None) -> str | int:
+    """A script's TTL argument: milliseconds, or ``""`` for no expiry."""
+    return "" if ttl_s is None else _ms(ttl_s)
+
+
+# The keys and arguments of each script call, and the decoding of its answer: shared by
+# every driver on Redis (this module and wtsim.aio), so that the mapping is written once.
+
+def set_if_newer_call(op: CacheSetIfNewer) -> dict:
+    """``SET_IF_NEWER``'s keys and args for ``op``; the answer is truthy when stored."""
+    return {"keys": [op.key], "args": [op.payload, op.version, _ttl_arg(op.ttl_s)]}
+
+
+def lease_call(op: CacheLease) -> dict:
+    """``LEASE``'s keys and args for ``op``; decode the answer with :func:`lease_answer`."""
+    return {"keys": [op.key], "args": [op.lease, _ms(op.ttl_s)]}
+
+
+def lease_answer(answer: Any) -> bool | bytes:
+    """``True`` when the lease was granted, else the payload found at the key."""
+    return True if answer == 1 else answer
+
+
+def set_leased_call(op: CacheSetLeased) -> dict:
+    """``SET_LEASED``'s keys and args for ``op``; the answer is truthy when stored."""
+    return {"keys": [op.key], "args": [op.payload, op.lease, _ttl_arg(op.ttl_s)]}
+
+
+def queue_write_call(op: CacheQueueWrite) -> dict:
+    """``QUEUE_WRITE``'s keys and args for ``op``; decode the answer with :func:`queue_answer`."""
+    base = "" if op.base_version is None else op.base_version
+    return {"keys": [op.key, op.stream], "args": [op.data_json, base, op.max_pending, op.namespace, op.id_json]}
+
+
+def queue_answer(answer: Any) -> QueueAnswer:
+    """``QUEUE_WRITE``'s ``[first, second]`` as a :class:`~wtsim.ops.QueueAnswer`."""
+    first, second = answer
+    if first == 0:
+        return QueueAnswer(None, pending=second)
+    if first == -1:
+        return QueueAnswer(None, need_base=True)
+    return QueueAnswer(int(first))
+
+
+def populate_call(op: CachePopulate) -> dict:
+    """``POPULATE``'s keys and args for ``op``; the answer is truthy when stored."""
+    return {"keys": [op.key], "args": [op.payload, _ttl_arg(op.ttl_s)]}
+
+
+def tombstone_call(key: str, version: int | None, ttl_ms: int) -> dict:
+    """``TOMBSTONE``'s keys and args for one ``(key, version)`` of a :class:`~wtsim.ops.CacheTombstone`."""
+    return {"keys": [key], "args": [encode_tombstone(version), _arg(version), ttl_ms]}

@@ -75,13 +75,20 @@ def make_engine(url: str = DEFAULT_DATABASE_URL, **kwargs: Any) -> Engine:
     """A SQLAlchemy engine for ``url``; SQLite gets WAL mode and a busy timeout."""
     engine = create_engine(url, **kwargs)
     if engine.dialect.name == "sqlite":
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            if url not in ("sqlite://", "sqlite:///:memory:"):
-                cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=5000")
-            cursor.close()
-
+        sqlite_pragmas(engine, in_memory=url in ("sqlite://", "sqlite:///:memory:"))
     return engine
+
+
+def sqlite_pragmas(engine: Engine, *, in_memory: bool) -> None:
+    """Give every new connection of the SQLite ``engine`` a busy timeout, and WAL mode unless ``in_memory``.
+
+    ``engine`` is a synchronous one; for an asyncio engine pass its ``sync_engine``.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        if not in_memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.close()
