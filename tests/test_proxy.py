@@ -453,3 +453,14 @@ def test_the_command_forwards_and_switches_mode_through_its_control_port(srv, di
             proc.wait()
         proc.stdout.close()
         proc.stderr.close()
+
+
+def test_a_half_close_is_passed_on_after_the_data(proxy):
+    import socket
+
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=2) as s:
+        s.sendall(b"PING\r\n")
+        s.shutdown(socket.SHUT_WR)  # as `printf 'PING\r\n' | nc`: the answer still comes back
+        assert s.recv(100) == b"+PONG\r\n"
+        assert s.recv(100) == b""  # then Redis closes, and so does the proxy
+    wait_until(lambda: proxy.connections == 0, "the proxy to drop the connection")

@@ -110,6 +110,7 @@ class _Connection:
         self.close()
 
     async def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        """Read ``source`` into a queue stamped with due times; a writer delivers them to ``sink`` in order."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         writer = asyncio.ensure_future(self._deliver(queue, sink))
@@ -126,7 +127,6 @@ class _Connection:
             await writer
         finally:
             writer.cancel()
-            self.close()
 
     async def _deliver(self, queue: asyncio.Queue, sink: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -135,14 +135,17 @@ class _Connection:
             wait = due - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
-            if data is _EOF:
+            if data is _EOF:  # the source closed its side: pass the half-close on, after what came before
+                with contextlib.suppress(OSError):
+                    sink.shutdown(socket.SHUT_WR)
                 return
             if self.proxy._mode in _SILENT or self.broken:
                 self.broken = True
                 continue  # swallowed: never answered, never executed
             try:
                 await loop.sock_sendall(sink, data)
-            except OSError:
+            except OSError:  # the sink is gone: so is the connection
+                self.close()
                 return
 
     def reset(self) -> None:
