@@ -464,3 +464,27 @@ def test_a_half_close_is_passed_on_after_the_data(proxy):
         assert s.recv(100) == b"+PONG\r\n"
         assert s.recv(100) == b""  # then Redis closes, and so does the proxy
     wait_until(lambda: proxy.connections == 0, "the proxy to drop the connection")
+
+
+def test_asyncio_code_switches_modes_without_blocking_its_loop(proxy):
+    import asyncio
+
+    import redis.asyncio as aredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    async def scenario():
+        client = aredis.Redis(host="127.0.0.1", port=proxy.port, socket_timeout=SOCKET_S,
+                              socket_connect_timeout=CONNECT_S, retry=Retry(NoBackoff(), 0))
+        assert await client.ping()
+        await proxy.aset_mode("hang")
+        t = time.perf_counter()
+        with pytest.raises(redis.TimeoutError):
+            await client.ping()
+        elapsed = time.perf_counter() - t
+        await proxy.aset_mode("ok")
+        assert await client.ping()
+        await client.aclose()
+        return elapsed
+
+    assert about(asyncio.run(scenario()), SOCKET_S)

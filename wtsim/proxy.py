@@ -276,6 +276,14 @@ class FaultProxy:
             raise RuntimeError("from the proxy's own loop, await FaultProxy._apply(mode, delay) instead")
         asyncio.run_coroutine_threadsafe(self._apply(mode, delay), self._loop).result(timeout=10)
 
+    async def aset_mode(self, mode: str, delay_s: float | None = None) -> None:
+        """:meth:`set_mode` for asyncio code: awaits, instead of blocking the caller's loop."""
+        delay = check_mode(mode, delay_s)
+        if self._loop is None:
+            self._mode, self._delay_s = mode, delay
+            return
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._apply(mode, delay), self._loop))
+
     def __enter__(self) -> "FaultProxy":
         return self.start()
 
