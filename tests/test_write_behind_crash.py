@@ -28,8 +28,9 @@ from sqlalchemy.orm import Session
 
 from crash_appliers import NS, models
 from flush_process import FlushProcess
-from servers import REQUIRE_SERVERS, HangProxy, RedisServer
+from servers import REQUIRE_SERVERS, RedisServer
 from wtsim import WriteBehindCache, WriteQueueFull, codec, make_engine, redis_client
+from wtsim.proxy import FaultProxy
 
 pytestmark = pytest.mark.redis_server
 
@@ -188,11 +189,11 @@ def test_a_flusher_killed_mid_batch_loses_nothing_and_its_batch_is_applied_once(
 # -- 2. the database down for a while --------------------------------------------------------
 
 def test_a_database_outage_grows_the_queue_loses_nothing_and_drains_after(server, database, tmp_path):
-    """PostgreSQL behind a proxy that is closed (connections refused), or SQLite locked by another process."""
+    """PostgreSQL behind wtsim's fault proxy set ``down`` (connections refused), or SQLite locked by another process."""
     client = Client(server.url, database)
     if database.kind == "postgresql":
         url = make_url(database.url)
-        proxy = HangProxy(url.port or 5432)
+        proxy = FaultProxy("127.0.0.1", 0, url.host or "127.0.0.1", url.port or 5432).start()
         flusher_url = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     else:
         proxy, flusher_url = None, database.url
@@ -205,8 +206,7 @@ def test_a_database_outage_grows_the_queue_loses_nothing_and_drains_after(server
             before = database.versions()
 
             if proxy is not None:
-                port = proxy.port
-                proxy.close()  # the database is gone: refused
+                proxy.set_mode("down")  # the database is gone: refused, open connections reset
             else:
                 locker = sqlite3.connect(make_url(database.url).database, timeout=5)
                 locker.execute("BEGIN EXCLUSIVE")  # no writer gets in
@@ -223,7 +223,7 @@ def test_a_database_outage_grows_the_queue_loses_nothing_and_drains_after(server
             assert database.versions() == before and client.redis.xlen(f"{client.cache.stream}:dead") == 0
 
             if proxy is not None:
-                proxy = HangProxy(make_url(database.url).port or 5432, port=port)  # back, on the same port
+                proxy.set_mode("ok")  # back, on the same port
             else:
                 locker.rollback()
                 locker.close()

@@ -8,6 +8,8 @@
 ``wtsim bench [cache|sim]``  measure the overhead ratios, and the write-behind flusher's drain rate
 ``wtsim flush``           run a write-behind flusher (Redis stream -> database) until SIGINT/SIGTERM;
                           its code is :mod:`wtsim.flush_command`
+``wtsim proxy``           a TCP proxy whose mode is a fault (down, unreachable, hang, slow), switchable
+                          through a control port; its code is :mod:`wtsim.proxy_command`
 
 Bad input ends with one line on stderr, ``wtsim: error: ...``, and exit code 2:
 no traceback for a typo.
@@ -58,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .flush_command import register as register_flush
 
     register_flush(sub)
+
+    from .proxy_command import register as register_proxy
+
+    register_proxy(sub)
 
     try:
         from .sim.commands import register
