@@ -24,14 +24,12 @@ import threading
 from typing import Any, Callable
 
 import fakeredis
-from redis.commands.core import AsyncScript
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_session
 from sqlalchemy.orm import Session
 
 from wtsim import Stepper
 from wtsim.aio import AsyncPolicyCache, async_redis_client
 
-NOT_COMMANDS = {"get_encoder", "script_load"}  # plumbing of redis-py's AsyncScript, not cache operations
 
 SYNC_ONLY = {
     "test_cache_aside_is_a_policy_cache_of_its_own":
@@ -137,56 +135,3 @@ class SyncFacade:
 
     def __repr__(self) -> str:
         return repr(self.cache)
-
-
-class AsyncRecordingRedis:
-    """``RecordingRedis`` of test_cache_contract for a ``redis.asyncio`` client: records each awaited command.
-
-    ``fail`` maps a command name to the exception it raises every time, or to a
-    list of exceptions raised by its next calls, one each; ``calls`` lists
-    ``(name, args, kwargs)``. A command is recorded once it answered (or failed as
-    planned); a ``NoScriptError`` that the script recovers from is not recorded.
-    """
-
-    def __init__(self, client: Any, events: list[str], fail: dict[str, Any] | None = None):
-        self._client = client
-        self._events = events
-        self.fail = fail or {}
-        self.calls: list[tuple[str, tuple, dict]] = []
-
-    def _record(self, name: str, args: tuple, kwargs: dict) -> None:
-        self.calls.append((name, args, kwargs))
-        self._events.append(f"redis.{name}")
-
-    def register_script(self, script: str) -> AsyncScript:
-        return AsyncScript(self, script)  # so that EVALSHA comes through this proxy too
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._client, name)
-        if not callable(attr) or name in NOT_COMMANDS:
-            return attr
-
-        def command(*args, **kwargs):
-            planned = self.fail.get(name)
-            if isinstance(planned, list):
-                planned = planned.pop(0) if planned else None
-            if planned is not None:
-                self._record(name, args, kwargs)
-
-                async def failing():
-                    raise planned
-
-                return failing()
-            result = attr(*args, **kwargs)
-            if not asyncio.iscoroutine(result):  # pipeline(), scan_iter(): no round trip of their own
-                self._record(name, args, kwargs)
-                return result
-
-            async def answered():
-                value = await result
-                self._record(name, args, kwargs)
-                return value
-
-            return answered()
-
-        return command

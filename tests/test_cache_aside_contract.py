@@ -31,14 +31,13 @@ import pytest
 import redis
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from aio_facade import AsyncRecordingRedis
+from recording import AsyncRecordingRedis, RecordingRedis
 from conftest import DRIVERS, WITH_CLUSTER, redis_backend
 from test_cache_contract import (
     BAD_SERIALIZERS,
     CORRUPT_PAYLOADS,
     NS,
     PID,
-    RecordingRedis,
     SerializeError,
     committed_stock,
     insert_duplicate_key,

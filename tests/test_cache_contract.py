@@ -21,11 +21,10 @@ from typing import Any
 
 import pytest
 import redis
-from redis.commands.core import Script
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from aio_facade import AsyncRecordingRedis
+from recording import AsyncRecordingRedis, RecordingRedis
 from conftest import DRIVERS, WITH_CLUSTER, redis_backend
 
 from wtsim import WriteThroughCache
@@ -35,48 +34,6 @@ from wtsim.models import Product, product_dict
 NS = "products"
 PID = "p-1"
 ARTICLE_PAYLOAD = json.dumps({"id": PID, "name": "Widget", "price_cents": 999, "stock": 50})
-NOT_COMMANDS = {"get_encoder", "script_load"}  # plumbing of redis-py's Script, not cache operations
-
-
-class RecordingRedis:
-    """A Redis client stand-in: records each command it passes on, and can make some fail.
-
-    ``fail`` maps a command name to the exception it raises every time, or to a list of
-    exceptions raised by its next calls, one each, after which it works again.
-    """
-
-    def __init__(self, client: redis.Redis, events: list[str], fail: dict[str, Any] | None = None):
-        self._client = client
-        self._events = events
-        self.fail = fail or {}
-        self.calls: list[tuple[str, tuple, dict]] = []
-
-    def _record(self, name: str, args: tuple, kwargs: dict) -> None:
-        self.calls.append((name, args, kwargs))
-        self._events.append(f"redis.{name}")
-
-    def register_script(self, script: str) -> Script:
-        return Script(self, script)  # so that EVALSHA comes through this proxy too
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._client, name)
-        if not callable(attr) or name in NOT_COMMANDS:
-            return attr
-
-        def command(*args, **kwargs):
-            planned = self.fail.get(name)
-            if isinstance(planned, list):
-                planned = planned.pop(0) if planned else None
-            if planned is not None:
-                self._record(name, args, kwargs)
-                raise planned
-            result = attr(*args, **kwargs)  # a NoScriptError (the Script loads and retries) is not recorded
-            self._record(name, args, kwargs)
-            return result
-
-        return command
-
-
 @pytest.fixture(params=WITH_CLUSTER)
 def redis_conn(request):
     """This suite runs on Redis Cluster too (one Redis client per param: see conftest)."""
