@@ -11,7 +11,7 @@ import json
 import pytest
 from sqlalchemy.orm import Session
 
-from wtsim import Stepper, WriteBehindCache, WriteQueueFull, codec
+from wtsim import WriteBehindCache, WriteQueueFull, codec
 from wtsim.models import Product, product_dict
 from wtsim.ops import CacheGet, CachePopulate, CacheQueueWrite, DbRead
 

@@ -657,7 +657,6 @@ class ScheduleRunner(threading.Thread):
             self._note("maxmemory window closed")
 
     def run(self) -> None:
-        s = self.setup
         times = sorted({f.start_s for f in self.faults} | {f.end_s for f in self.faults if f.end_s is not None})
         flushes = sorted((f.start_s, f.kind) for f in self.faults if f.kind in ("cache-flush", "cache-crash"))
         try:

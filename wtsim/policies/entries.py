@@ -1,11 +1,12 @@
-"""The steps every pattern's write shares: the commit, then the entry's TTL, version and update op.
+"""The steps the patterns share: the database read and commit, then the entry's TTL, version and update op.
 
 Shared by the patterns: a write commits the same way everywhere, and a
 write-through write and every populate store an entry the same way, so the
 rules live once:
 
-* the commit is one ``DbWrite`` (writer + commit); a failure propagates with
-  the cache untouched (the driver rolled back);
+* a database read is one ``DbRead``, the commit one ``DbWrite`` (writer +
+  commit), each counted; a failure is counted and propagates, with the cache
+  untouched (the driver rolled back);
 * the TTL is the call's ``ttl``, else the configured default (``None``: no expiry);
 * in versioned mode the version is ``serialize(row)[version_field]``, an int,
   and the update is a compare-and-set (:class:`~wtsim.ops.CacheSetIfNewer`);
@@ -14,12 +15,21 @@ rules live once:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Generator
 
-from typing import Callable, Generator
-
-from ..ops import CacheSet, CacheSetIfNewer, DbWrite, Op
+from ..ops import CacheSet, CacheSetIfNewer, DbRead, DbWrite, Op
 from .state import CacheState, PolicyConfig
+
+
+def read_database(state: CacheState, db_reader: Callable[[Any], Any]) -> Generator[Op, Any, Any]:
+    """Run ``db_reader`` (one ``DbRead``); count it; return what it returned (``None``: no such row)."""
+    try:
+        result = yield DbRead(db_reader)
+    except Exception:
+        state.stats.db_errors += 1
+        raise
+    state.stats.db_reads += 1
+    return result
 
 
 def commit(state: CacheState, db_writer: Callable[[Any], Any]) -> Generator[Op, Any, Any]:

@@ -10,9 +10,8 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ..keys import EntityId
-from ..ops import DbRead
 from .state import CacheState
-from .entries import commit
+from .entries import commit, read_database
 from .guarded import Policy
 
 
@@ -26,8 +25,7 @@ def read(
 ) -> Policy:
     """Read from the database; ``None`` when absent."""
     state.stats.misses += 1
-    result = yield DbRead(db_reader)
-    state.stats.db_reads += 1
+    result = yield from read_database(state, db_reader)
     return None if result is None else serialize(result)
 
 

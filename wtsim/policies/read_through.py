@@ -43,9 +43,9 @@ import math
 from typing import Any, Callable
 
 from ..keys import EntityId, namespace_prefix
-from ..ops import CacheGet, CacheLease, CacheSetLeased, CacheUnavailable, DbRead, Wait
+from ..ops import CacheGet, CacheLease, CacheSetLeased, CacheUnavailable, Wait
 from . import guarded
-from .entries import count_update, ttl_for, update_op, version_of
+from .entries import count_update, read_database, ttl_for, update_op, version_of
 from .guarded import Policy
 from .state import CacheState
 
@@ -84,12 +84,7 @@ def read(
             return found
     stats.misses += 1
     started = state.clock()
-    try:
-        result = yield DbRead(db_reader)
-    except Exception:
-        stats.db_errors += 1
-        raise
-    stats.db_reads += 1
+    result = yield from read_database(state, db_reader)
     if result is None:
         return None
     data = serialize(result)

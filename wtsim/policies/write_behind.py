@@ -46,9 +46,9 @@ import json
 from typing import Any, Callable
 
 from ..keys import EntityId
-from ..ops import CacheGet, CachePopulate, CacheQueueWrite, CacheUnavailable, DbRead
+from ..ops import CacheGet, CachePopulate, CacheQueueWrite, CacheUnavailable
 from . import guarded
-from .entries import ttl_for, version_of
+from .entries import read_database, ttl_for, version_of
 from .guarded import Policy
 from .state import CacheState
 
@@ -98,12 +98,7 @@ def write(
             raise ValueError(
                 f"version_reader is required: {namespace!r}/{entity_id!r} is not cached, "
                 "so its base version must be read from the database")
-        try:
-            found = yield DbRead(version_reader)
-        except Exception:
-            state.stats.db_errors += 1
-            raise
-        state.stats.db_reads += 1
+        found = yield from read_database(state, version_reader)
         if found is not None and (type(found) is not int or found < 0):
             raise ValueError(f"version_reader must answer an integer >= 0 or None, got {found!r}")
         base = found or 0
@@ -132,12 +127,7 @@ def read(
     if entry is codec.FOREIGN:
         stats.corrupt += 1
     stats.misses += 1
-    try:
-        row = yield DbRead(db_reader)
-    except Exception:
-        stats.db_errors += 1
-        raise
-    stats.db_reads += 1
+    row = yield from read_database(state, db_reader)
     if row is None:
         return None
     data = serialize(row)

@@ -279,7 +279,7 @@ class AppServer:
 
     def _struck(self, op: Op, request: Request, outcome: str, factor: float) -> None:
         """Perform a cache op the fault model has judged: ``outcome`` and the round trip's ``factor``."""
-        env, cache, half = self.env, self.world.cache, self.half_rtt_s
+        env, half = self.env, self.half_rtt_s
         if outcome is UNREACHABLE:
             return self._fail_after(self.connect_timeout_s, CacheUnavailable("cache unreachable: connect timed out"), request)
         if outcome is REFUSED:

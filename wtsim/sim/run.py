@@ -140,7 +140,7 @@ class Simulation:
         self.recorder = Recorder(s.duration_s, s.warmup_s)
         self.scripted: list[dict] = []  # what each scripted request did, for Result.scripted
         self.policy = POLICIES[s.policy]
-        config = self.config = PolicyConfig(
+        self.config = PolicyConfig(
             default_ttl=s.ttl_s,
             versioned=s.versioned or self.write_behind,  # as WriteBehindCache: versions are how it queues
             outage_repair=s.outage_repair,
