@@ -46,10 +46,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
 
 from .cache import (
-    _UNAVAILABLE,
+    REDIS_FAILURES,
     PolicyCacheBase,
     _expiry,
     _ms,
+    cache_error,
     check_write_behind,
     default_stream,
     is_cluster,
@@ -71,12 +72,10 @@ from .ops import (
     CachePopulate,
     CachePurge,
     CacheQueueWrite,
-    CacheRejected,
     CacheSet,
     CacheSetIfNewer,
     CacheSetLeased,
     CacheTombstone,
-    CacheUnavailable,
     DbRead,
     DbWrite,
     Op,
@@ -245,10 +244,8 @@ class AsyncPolicyCache(PolicyCacheBase):
         if cache_call is not None:
             try:
                 return await cache_call(op)
-            except _UNAVAILABLE as exc:
-                raise CacheUnavailable(f"{type(exc).__name__}: {exc}") from exc
-            except redis.exceptions.RedisError as exc:
-                raise CacheRejected(f"{type(exc).__name__}: {exc}") from exc
+            except REDIS_FAILURES as exc:
+                raise cache_error(exc) from exc
         if type(op) is DbRead:
             return await self._db_call(db, op.reader, commit=False)
         if type(op) is DbWrite:

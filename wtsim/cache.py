@@ -72,6 +72,19 @@ _UNAVAILABLE = (
     redis.exceptions.RedisClusterException,  # SlotNotCoveredError, "cannot be connected", ...
 )
 """What makes a cache op :class:`~wtsim.ops.CacheUnavailable`; any other ``RedisError`` is :class:`~wtsim.ops.CacheRejected`."""
+REDIS_FAILURES = _UNAVAILABLE + (redis.exceptions.RedisError,)
+"""Everything a Redis client raises that :func:`cache_error` turns into a policy's ``CacheError``."""
+
+
+def cache_error(exc: BaseException) -> CacheUnavailable | CacheRejected:
+    """The :class:`~wtsim.ops.CacheError` every driver raises for a Redis client's ``exc`` (one of :data:`REDIS_FAILURES`).
+
+    The policies tell "the cache did not answer" (which trips the breaker) from
+    "the cache answered no"; this is the one place where a Redis exception is
+    sorted into one or the other.
+    """
+    kind = CacheUnavailable if isinstance(exc, _UNAVAILABLE) else CacheRejected
+    return kind(f"{type(exc).__name__}: {exc}")
 
 
 def is_cluster(client: Any) -> bool:
@@ -263,10 +276,8 @@ class PolicyCache(PolicyCacheBase):
         if cache_call is not None:
             try:
                 return cache_call(op)
-            except _UNAVAILABLE as exc:
-                raise CacheUnavailable(f"{type(exc).__name__}: {exc}") from exc
-            except redis.exceptions.RedisError as exc:
-                raise CacheRejected(f"{type(exc).__name__}: {exc}") from exc
+            except REDIS_FAILURES as exc:
+                raise cache_error(exc) from exc
         if type(op) is DbRead:
             return self._db_call(db, op.reader, commit=False)
         if type(op) is DbWrite:

@@ -36,9 +36,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from . import scripts
-from .cache import _UNAVAILABLE, CLUSTER_REFUSED, PolicyCache, _ms, default_stream, is_cluster
+from .cache import CLUSTER_REFUSED, REDIS_FAILURES, PolicyCache, _ms, cache_error, default_stream, is_cluster
 from .ops import (
-    CacheRejected,
     CacheUnavailable,
     CacheUnpin,
     DbWrite,
@@ -212,10 +211,8 @@ class WriteBehindFlusher:
         if call is not None:
             try:
                 return call(op)
-            except _UNAVAILABLE as exc:
-                raise CacheUnavailable(f"{type(exc).__name__}: {exc}") from exc
-            except redis.exceptions.RedisError as exc:
-                raise CacheRejected(f"{type(exc).__name__}: {exc}") from exc
+            except REDIS_FAILURES as exc:
+                raise cache_error(exc) from exc
         if type(op) is DbWrite:
             with Session(self.engine) as session:
                 return PolicyCache._db_call(session, op.writer, commit=True)
