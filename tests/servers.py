@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import random
 import select
 import shutil
 import signal
@@ -55,11 +56,42 @@ def redis_server_binary() -> str:
     return path
 
 
+def _ephemeral_ports() -> range:
+    """The range the kernel takes outgoing connections' local ports from."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
+_handed_out: set[int] = set()
+_ports = random.Random(os.getpid())
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on right now, outside the ephemeral range.
+
+    Binding port 0 would return an ephemeral port, and between choosing it and a
+    server listening on it, any outgoing connection (a client, a replica, a
+    cluster bus link) may take it as its local port: the server then fails with
+    "Address already in use". Ports below the ephemeral range are only ever
+    taken by listeners, and this process never hands the same one out twice.
+    """
+    ephemeral = _ephemeral_ports()
+    low, high = (10000, ephemeral.start - 1) if ephemeral.start > 11000 else (ephemeral.stop, 65535)
+    for _ in range(1000):
+        port = _ports.randint(low, high)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {low}-{high}")
 
 
 def _die_with_parent():

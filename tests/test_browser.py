@@ -26,7 +26,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from servers import free_port
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -127,12 +127,6 @@ def chromium() -> str:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _copy_notebooks(dest: Path) -> None:
     """notebooks/ copied to dest, with notebook 1's outputs and counts cleared."""
     shutil.copytree(NOTEBOOKS, dest, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
@@ -148,7 +142,7 @@ class LabServer:
     """A JupyterLab server in its own process group, in this Python's environment."""
 
     def __init__(self, workdir: Path, root: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.token = secrets.token_hex(24)
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = workdir / "jupyter-server.log"
