@@ -45,9 +45,11 @@ def test_a_version_never_committed_is_an_error_naming_it():
 
 
 def test_consistency_counts_the_shares_at_each_timescale():
-    shares = oracle.consistency([None] * 6 + [0.5, 2.0, 30.0, 90.0])
-    assert shares == {"fresh": 0.6, "1s": 0.7, "10s": 0.8, "60s": 0.9}
-    assert oracle.consistency([]) == {"fresh": None, "1s": None, "10s": None, "60s": None}
+    shares = oracle.consistency(10, [0.5, 2.0, 30.0, 90.0])
+    assert shares == pytest.approx({"fresh": 0.6, "1s": 0.7, "10s": 0.8, "60s": 0.9})
+    assert oracle.consistency(0, []) == {"fresh": None, "1s": None, "10s": None, "60s": None}
+    with pytest.raises(ValueError, match="3 stale reads out of 2"):
+        oracle.consistency(2, [1.0, 2.0, 3.0])
 
 
 def test_describe_says_it_in_nines():

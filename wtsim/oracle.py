@@ -97,20 +97,22 @@ class History:
                          lambda version: self.current_since(key, version), began)
 
 
-def consistency(staleness_s: Iterable[float | None]) -> dict[str, float | None]:
-    """The share of reads that were fresh, and at most 1 s, 10 s, 60 s stale.
+def consistency(reads: int, staleness_s: Iterable[float]) -> dict[str, float | None]:
+    """The share of ``reads`` that were fresh, and at most 1 s, 10 s, 60 s stale.
 
-    ``staleness_s``: one value per read that returned a version (``None`` when
-    fresh). Keys ``fresh``, ``1s``, ``10s``, ``60s``; ``None`` each without reads.
+    ``reads``: how many reads returned a version; ``staleness_s``: the
+    staleness of each of them that was stale. Keys ``fresh``, ``1s``, ``10s``,
+    ``60s``; ``None`` each when no read returned a version.
     """
-    values = list(staleness_s)
+    stale = list(staleness_s)
     keys = ["fresh"] + [f"{bound:g}s" for bound in TIMESCALES_S]
-    if not values:
+    if reads <= 0:
         return dict.fromkeys(keys)
-    n = len(values)
-    out: dict[str, float | None] = {"fresh": sum(v is None for v in values) / n}
+    if len(stale) > reads:
+        raise ValueError(f"{len(stale)} stale reads out of {reads} reads")
+    out: dict[str, float | None] = {"fresh": 1 - len(stale) / reads}
     for bound, key in zip(TIMESCALES_S, keys[1:]):
-        out[key] = sum(v is None or v <= bound for v in values) / n
+        out[key] = 1 - sum(age > bound for age in stale) / reads
     return out
 
 
