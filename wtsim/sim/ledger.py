@@ -14,7 +14,8 @@ Rules of this module:
   when each was accepted.
 * A read returns a row; its position in that order (0: the row every key
   starts with) against the number of writes accepted when the read began
-  says whether it is stale, and since when (when the next write was accepted).
+  says whether it is stale, and since when (when the next write was accepted):
+  :func:`wtsim.oracle.staleness`, with positions for versions.
   After a crash the database answers an older row than the lost writes: that
   is stale too, until the key is written again.
 * A write is *durable* once the database holds it or a later write of the
@@ -33,6 +34,8 @@ from __future__ import annotations
 from array import array
 
 import numpy as np
+
+from .. import oracle
 
 
 class WriteLedger:
@@ -86,15 +89,19 @@ class WriteLedger:
         times = self._accepted.get(key)
         return 0 if times is None else len(times)
 
-    def staleness(self, key: int, row: dict, newest: int, at: float) -> float | None:
-        """How long ``row`` had been superseded at ``at``; ``None`` when it was the newest accepted.
+    def accepted_at(self, key: int, position: int) -> float:
+        """When the write at ``position`` (1-based) among ``key``'s was accepted; 0 for the row it starts with."""
+        return self._accepted[key][position - 1] if position else 0.0
 
-        ``newest`` is :meth:`newest` when the read began.
+    def staleness(self, key: int, row: dict, newest: int, at: float) -> float | None:
+        """:func:`wtsim.oracle.staleness` of a read of ``key`` that began at ``at`` and returned ``row``.
+
+        The oracle's versions are positions here: ``row``'s among the accepted
+        writes, against ``newest`` (:meth:`newest` when the read began); a
+        write became current when the cache accepted it.
         """
         position = self._position.get(row.get("u"), 0)
-        if position >= newest:
-            return None
-        return at - self._accepted[key][position]
+        return oracle.staleness(position, newest, lambda p: self.accepted_at(key, p), at)
 
     # -- the totals ----------------------------------------------------------------------------
 

@@ -385,8 +385,8 @@ class Simulation:
             else:
                 if ledger is not None:
                     staleness = None if failure is not None else ledger.staleness(key, value, newest, start)
-                elif version is not None and version < newest:  # the oracle: see SimDB.staleness
-                    staleness = db.staleness(key, version, newest, start)
+                elif version is not None and version < newest:  # fast path: a newest version is fresh
+                    staleness = db.staleness(key, version, newest, start)  # the oracle decides
                 recorder.read(start, latency, tally, failure is not None, staleness)
             if trace is not None:
                 trace.update(version=version, failed=failure is not None, latency_s=latency, staleness_s=staleness)

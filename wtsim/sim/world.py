@@ -6,7 +6,9 @@ and remembers when it was committed. A row is the dict
 ``{"id": key, "version": v}``, JSON-safe, so the policy can encode it with the
 real codec. Because the table remembers every commit time, it can say of any
 value a reader got back whether it was stale and for how long
-(:meth:`SimDB.staleness`): that is the consistency oracle.
+(:meth:`SimDB.staleness`, which asks :func:`wtsim.oracle.staleness`, the one
+definition of a stale read); and after a run, which cached entries are older
+than their row (:meth:`World.keys_stale_at_rest`).
 
 :class:`SimCache` is Redis, reduced to what the policies use. Its rules:
 
@@ -43,8 +45,9 @@ from typing import Callable
 import json
 from typing import Any
 
-from .. import codec
+from .. import codec, oracle
 from ..codec import Entry
+from ..keys import parse_key
 from ..ops import (
     CacheDelete,
     CacheGet,
@@ -112,13 +115,12 @@ class SimDB:
         return 0.0 if version == 1 else self.commits[key][version - 1]
 
     def staleness(self, key: int, version: int, newest: int, at: float) -> float | None:
-        """How long ``version`` had been superseded at ``at``; ``None`` when it was the newest.
+        """:func:`wtsim.oracle.staleness` of a read of ``key`` that began at ``at`` and returned ``version``.
 
-        ``newest`` is the newest version committed when the read began.
+        ``newest`` is the newest version committed when the read began; a
+        version became current when it was committed.
         """
-        if version >= newest:
-            return None
-        return at - self.committed_at(key, version + 1)
+        return oracle.staleness(version, newest, lambda v: self.committed_at(key, v), at)
 
 
 class DecodedCodec:
@@ -336,6 +338,23 @@ class SimCache:
             self.on_stream_length(len(stream))
         return acked
 
+    def served_versions(self, now: float) -> dict[str, int | None]:
+        """Each live entry's key -> the version a reader would be served from it, at ``now``.
+
+        ``None`` for what serves no value (a tombstone, a lease). A value's
+        version is the entry's (versioned mode, write-behind), else its row's.
+        Expired entries are left out; nothing is touched, so the LRU order stays.
+        """
+        served = {}
+        for key, (entry, expires_at) in self.data.items():
+            if expires_at <= now:
+                continue
+            if entry.data is None:
+                served[key] = None
+            else:
+                served[key] = entry.version if entry.version is not None else entry.data.get("version")
+        return served
+
     def __len__(self) -> int:
         return len(self.data)
 
@@ -346,3 +365,13 @@ class World:
     def __init__(self, n_keys: int, capacity: int | None, clock: Callable[[], float]) -> None:
         self.db = SimDB(n_keys, clock)
         self.cache = SimCache(capacity)
+
+    def keys_stale_at_rest(self, now: float) -> list[int]:
+        """The table keys whose live cache entry is older than their row at ``now``: :func:`wtsim.oracle.stale_at_rest`.
+
+        A cache key is the library's real key of an entity (``wtc:{items:42}``),
+        and the entity id is the table key (42), as the simulation names them.
+        """
+        cached = {int(parse_key(key)[2]): version for key, version in self.cache.served_versions(now).items()}
+        committed = {key: self.db.versions[key] for key in cached}
+        return oracle.stale_at_rest(cached, committed)
