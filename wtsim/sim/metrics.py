@@ -23,10 +23,16 @@ Rules of this module:
   (``timeouts``, recorded when it gave up, latency not counted);
   ``cache_errors`` counts cache ops that failed and were handled by the policy.
   Latencies are those of the requests that succeeded.
-* The consistency oracle (:meth:`wtsim.sim.world.SimDB.staleness`): a read is
-  stale when it returned a version older than the newest one committed when it
-  began; its staleness is how long the version after the returned one had been
-  committed, at that moment.
+* Stale reads are judged by :func:`wtsim.oracle.staleness` (in the simulator
+  through :meth:`wtsim.sim.world.SimDB.staleness`, or the write-behind
+  ledger's): a read is stale when it returned a version older than the newest
+  one current when it began; its staleness is how long the version after the
+  returned one had been current, at that moment. The recorder is given each
+  read's staleness and judges nothing itself.
+* ``consistency`` is :func:`wtsim.oracle.consistency` over the measured reads
+  that did not fail (each returned a version): the share fresh, and at most
+  1 s, 10 s, 60 s stale. ``keys_stale_at_rest`` is counted by the caller once
+  the run is over (:func:`wtsim.oracle.stale_at_rest`), and passed in.
 * Undefined figures (a hit ratio without reads, a percentile without samples)
   are ``None``, never NaN, so :meth:`Result.to_dict` is valid JSON.
 """
@@ -40,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import oracle
 from .driver import Tally
 from .ledger import WriteLedger, lag_summary
 from .scenario import Scenario
@@ -54,7 +61,9 @@ class Recorder:
     Every request appends its arrival time, its latency (NaN when it failed)
     and its number of database ops to compact columns (``array('d')``, 8 bytes
     a number); the rare events (cache errors, stale reads) go to short lists.
-    At the end numpy counts them per second and after the warm-up.
+    At the end numpy counts them per second and after the warm-up. It judges
+    nothing: whatever recorded the requests (the simulator, a real-time load
+    run) passes in each read's staleness and, at the end, the keys stale at rest.
     """
 
     def __init__(self, duration_s: float, warmup_s: float) -> None:
@@ -125,11 +134,12 @@ class Recorder:
 
     def result(self, scenario: Scenario, policy_stats: dict[str, int], scripted: list[dict] | None = None,
                measured_stats: dict[str, int] | None = None, ledger: WriteLedger | None = None,
-               flush_stats: dict[str, int] | None = None) -> Result:
+               flush_stats: dict[str, int] | None = None, *, keys_stale_at_rest: int = 0) -> Result:
         """Fold everything into a :class:`Result`.
 
         ``measured_stats``: the policy counters after the warm-up; ``ledger``
-        and ``flush_stats``: the write-behind oracle and flushers, if any.
+        and ``flush_stats``: the write-behind oracle and flushers, if any;
+        ``keys_stale_at_rest``: how many keys the cache held stale at the end.
         """
         measured_stats = measured_stats or {}
         for t in range(self._queue_second + 1, len(self.queue_max)):
@@ -173,6 +183,7 @@ class Recorder:
         db_reads = int(r_db[r_in].sum()) + int(b_count[b_start >= warmup].sum())
         db_writes = int(w_db[w_in].sum()) + int((f_start >= warmup).sum())
         staleness = s_age[s_in]
+        returned = int((r_in & ~r_failed).sum())  # the reads that returned a version
         if ledger is not None:
             lost, unflushed, lags = ledger.outcome(warmup)
         else:  # committed before acknowledged: nothing to lose, no lag
@@ -197,6 +208,8 @@ class Recorder:
             stale_read_ratio=_ratio(stale_reads, reads),
             max_staleness_s=float(staleness.max()) if stale_reads else 0.0,
             mean_staleness_s=float(staleness.mean()) if stale_reads else None,
+            consistency=oracle.consistency(returned, staleness.tolist()),
+            keys_stale_at_rest=keys_stale_at_rest,
             lease_waits=measured_stats.get("lease_waits", 0),
             early_recomputes=measured_stats.get("early_recomputes", 0),
             timeouts=int((t_start >= warmup).sum()),
@@ -241,6 +254,12 @@ class Result:
     stale_read_ratio: float | None
     max_staleness_s: float
     mean_staleness_s: float | None
+    consistency: dict[str, float | None]
+    """The share of the reads that returned a version that were ``fresh``, and at most ``1s``, ``10s``,
+    ``60s`` stale (:func:`wtsim.oracle.consistency`; ``None`` each without such reads)."""
+    keys_stale_at_rest: int
+    """Keys whose cached entry was older than the database's row once the run was over (requests done,
+    write-behind drained): they stay wrong until their TTL (:func:`wtsim.oracle.stale_at_rest`)."""
     lease_waits: int
     """Waits for another reader's lease (``leases``), counted by the policies after the warm-up."""
     early_recomputes: int

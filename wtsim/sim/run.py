@@ -18,7 +18,8 @@ How a run goes:
    against the newest *acknowledged* write and counts what a crash lost.
 5. Arrivals stop at ``duration_s``; requests still in flight are allowed to
    finish, so every request that arrived is measured. The flushers then drain
-   the queue, for at most ``duration_s`` more.
+   the queue, for at most ``duration_s`` more. Then the world counts the keys
+   whose cached entry is older than their row: stale at rest.
 
 The namespace is ``"items"`` and the entity ids are the key numbers, so the
 cache keys are the library's real keys (``wtc:{items:42}``).
@@ -241,8 +242,9 @@ class Simulation:
         env.run()
         total = self.policy_stats()
         measured = {name: value - at_warmup.get(name, 0) for name, value in total.items()}
+        at_rest = len(self.world.keys_stale_at_rest(env.now))  # requests done, flushers drained
         return self.recorder.result(self.scenario, total, self.scripted, measured, self.ledger,
-                                    self.flush_stats())
+                                    self.flush_stats(), keys_stale_at_rest=at_rest)
 
     def _ticks(self, progress: Callable[[float], None]):
         """Report the simulated time once a simulated second; it changes nothing in the run."""
