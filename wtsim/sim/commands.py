@@ -21,6 +21,7 @@ from typing import Any, Iterator, Sequence
 
 from tqdm import tqdm
 
+from .. import oracle
 from .compare import compare, format_comparison, parse_policies
 from .metrics import Result
 from .run import run
@@ -239,6 +240,7 @@ def format_summary(result: Result) -> str:
         ("write latency", f"mean {_ms(wl['mean'])}   p50 {_ms(wl['p50'])}   p99 {_ms(wl['p99'])}"),
         ("stale reads", f"{r.stale_reads:,}  ({_pct(r.stale_read_ratio)} of reads)"),
         ("max staleness", f"{r.max_staleness_s:.3f} s  (mean {_ms(r.mean_staleness_s)})"),
+        ("consistency", f"{oracle.describe(r.consistency)}; {r.keys_stale_at_rest:,} keys stale at rest at the end"),
         ("failed requests", f"{r.errors:,}"),
         ("cache errors", f"{r.cache_errors:,}  (handled by the policy)"),
     ]

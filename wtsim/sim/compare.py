@@ -47,7 +47,7 @@ def parse_policies(text: str) -> list[str]:
 
 
 COLUMNS = ("policy", "DB q/s", "hit ratio", "read p50", "read p99", "write p50", "write p99",
-           "stale reads", "max stale", "writes lost", "DB lag p99", "failed")
+           "stale reads", "max stale", "keys stale at rest", "writes lost", "DB lag p99", "failed")
 
 
 def comparison_rows(results: Mapping[str, Result]) -> list[list[str]]:
@@ -64,6 +64,7 @@ def comparison_rows(results: Mapping[str, Result]) -> list[list[str]]:
             _ms(r.write_latency_s["p99"]),
             f"{r.stale_reads:,}",
             f"{r.max_staleness_s:.3f} s",
+            f"{r.keys_stale_at_rest:,}",
             f"{r.writes_lost:,}",
             _ms(r.db_lag_s["p99"]),
             f"{r.errors:,}",
