@@ -387,7 +387,7 @@ class Simulation:
             else:
                 if ledger is not None:
                     staleness = None if failure is not None else ledger.staleness(key, value, newest, start)
-                elif version is not None and version < newest:  # fast path: a newest version is fresh
+                elif version is not None and version < newest:  # fast path: the newest version is always fresh
                     staleness = db.staleness(key, version, newest, start)  # the oracle decides
                 recorder.read(start, latency, tally, failure is not None, staleness)
             if trace is not None:
