@@ -11,8 +11,8 @@ The numbered points are those of the acceptance criteria in issue 2.
 from __future__ import annotations
 
 import json
+import os
 import logging
-import pickle
 import subprocess
 import sys
 import textwrap
@@ -448,13 +448,18 @@ def test_versioned_value_without_a_version_removes_the_old_entry(db, engine, red
 # -- 6. corrupt and foreign payloads --------------------------------------------------------
 
 
+# Pickle bytes, written out so that no test imports pickle: {"id": "p-1", "stock": 50} at protocol 4,
+# and a protocol-0 pickle that, were it ever loaded, would set an environment variable.
+PICKLED_DICT = b"\x80\x04\x95\x1a\x00\x00\x00\x00\x00\x00\x00}\x94(\x8c\x02id\x94\x8c\x03p-1\x94\x8c\x05stock\x94K2u."
+PICKLED_EXPLOIT = b"cbuiltins\nexec\n(Vimport os; os.environ['WTSIM_UNPICKLED'] = '1'\ntR."
+
 CORRUPT_PAYLOADS = {
     "garbage": b"\x80\xff\x00\x13garbage",
     "article-json": ARTICLE_PAYLOAD.encode(),
     "truncated": encode({"id": PID, "stock": 50}, 1).encode()[:-3],
     "json-list": b"[1, 2, 3]",
     "bool-version": json.dumps({"v": True, "d": {"id": PID, "stock": 50}}).encode(),
-    "pickle": pickle.dumps({"id": PID, "stock": 50}),
+    "pickle": PICKLED_DICT,
     "foreign-with-v": json.dumps({"v": 10**6, "id": PID, "stock": 50}).encode(),
     "bool-tombstone": json.dumps({"v": None, "t": True}).encode(),
 }
@@ -486,13 +491,6 @@ def test_write_overwrites_a_corrupt_payload(db, redis_conn, make_cache, versione
 # -- 8. JSON only ---------------------------------------------------------------------------
 
 
-class _Exploit:
-    triggered: list[str] = []
-
-    def __reduce__(self):
-        return (_Exploit.triggered.append, ("unpickled!",))
-
-
 def test_entries_are_json_and_pickles_are_never_loaded(db, redis_conn, make_cache, versioned):
     """8. What the cache stores is JSON text; a pickle found at a key is never unpickled."""
     cache = make_cache(versioned=versioned)
@@ -500,10 +498,10 @@ def test_entries_are_json_and_pickles_are_never_loaded(db, redis_conn, make_cach
     stored = json.loads(redis_conn.get(cache.key(NS, PID)).decode("utf-8"))
     assert stored["d"]["stock"] == 5
 
-    _Exploit.triggered.clear()
-    redis_conn.set(cache.key(NS, "p-2"), pickle.dumps(_Exploit()))
+    os.environ.pop("WTSIM_UNPICKLED", None)
+    redis_conn.set(cache.key(NS, "p-2"), PICKLED_EXPLOIT)
     assert cache.read(db, NS, "p-2", lambda s: s.get(Product, "p-2"), product_dict)["id"] == "p-2"
-    assert _Exploit.triggered == []
+    assert "WTSIM_UNPICKLED" not in os.environ
 
 
 # -- 10. logging, never printing -------------------------------------------------------------

@@ -5,8 +5,8 @@ from __future__ import annotations
 import ast
 import datetime
 import json
+import os
 import math
-import pickle
 from pathlib import Path
 
 import pytest
@@ -79,7 +79,7 @@ def test_an_entry_is_not_a_tombstone():
         b'{"v": 1}',
         b'{"v": null, "t": true}',  # a bool is not the tombstone mark either
         b"NaN",
-        pickle.dumps({"stock": 5}),
+        b"\x80\x04\x95\x0e\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x05stock\x94K\x05s.",  # a pickled {"stock": 5}
     ],
 )
 def test_decode_answers_foreign_for_anything_else(raw):
@@ -118,20 +118,15 @@ def test_encode_rejects_values_that_are_not_json(data, error):
         encode(data)
 
 
-class _Exploit:
-    """Unpickling this calls back into the test: proof that a payload was unpickled."""
-
-    triggered: list[str] = []
-
-    def __reduce__(self):
-        return (_Exploit.triggered.append, ("unpickled!",))
+PICKLED_EXPLOIT = b"cbuiltins\nexec\n(Vimport os; os.environ['WTSIM_UNPICKLED'] = '1'\ntR."
+"""A protocol-0 pickle, written out (no test imports pickle): loading it would set an environment variable."""
 
 
 def test_a_pickle_payload_is_never_unpickled():
     """A pickle at the key is foreign data, not code to run."""
-    _Exploit.triggered.clear()
-    assert decode(pickle.dumps(_Exploit())) is FOREIGN
-    assert _Exploit.triggered == []
+    os.environ.pop("WTSIM_UNPICKLED", None)
+    assert decode(PICKLED_EXPLOIT) is FOREIGN
+    assert "WTSIM_UNPICKLED" not in os.environ
 
 
 PICKLE_LIKE = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "shelve", "marshal", "jsonpickle"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import math
-import pickle
 
 import numpy as np
 import pytest
@@ -75,13 +74,6 @@ def test_to_dict_is_json_without_nan():
         assert json.loads(text)["scenario"]["faults"] == [{"kind": "partition", "start_s": 2.0, "end_s": 3.0, "servers": 1}]
     empty = run(SMALL.replace(read_rate=0))
     assert empty.hit_ratio is None and empty.read_latency_s["mean"] is None
-
-
-def test_scenario_and_result_cross_process_boundaries():
-    """Scenario and Result are plain dataclasses an executor can ship (pickle is its transport, not ours)."""
-    result = run(SMALL)
-    assert pickle.loads(pickle.dumps(SMALL)) == SMALL
-    assert pickle.loads(pickle.dumps(result)).to_dict() == result.to_dict()
 
 
 # -- the workload ---------------------------------------------------------------------------------

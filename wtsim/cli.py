@@ -8,6 +8,8 @@
 ``wtsim bench [cache|sim]``  measure the overhead ratios, and the write-behind flusher's drain rate
 ``wtsim flush``           run a write-behind flusher (Redis stream -> database) until SIGINT/SIGTERM;
                           its code is :mod:`wtsim.flush_command`
+``wtsim load SCENARIO``   the scenario in real time on real Redis and SQL, beside the simulator's
+                          prediction; its code is :mod:`wtsim.load.command`
 ``wtsim proxy``           a TCP proxy whose mode is a fault (down, unreachable, hang, slow), switchable
                           through a control port; its code is :mod:`wtsim.proxy_command`
 
@@ -71,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         register(sub)
+        from .load.command import register as register_load
+
+        register_load(sub)
     return parser
 
 

@@ -494,19 +494,24 @@ def maxmemory_window(redis_client: Any, *, owned: bool = False, maxmemory: int =
 
 
 class failing_connections:
-    """``db-down`` on SQLite (no socket to cut): while active, every new DBAPI connection of ``engine`` fails.
+    """``db-down`` on SQLite (no socket to cut): while active, the database of ``engine`` cannot be reached.
 
-    Entering disposes of the pool, so the next op needs a new connection and
-    fails at once with ``sqlalchemy.exc.OperationalError``; a connection already
-    checked out finishes its work. Exiting lets connections succeed again.
+    Every connection taken from the pool is refused (a ``checkout`` listener
+    raises ``DisconnectionError``, so the pool discards it and connects anew),
+    and every new DBAPI connection fails: the next op fails at once with
+    ``sqlalchemy.exc.OperationalError``. A connection already checked out
+    finishes its work. Nothing is done from the caller's thread to the pool,
+    so this works for an asyncio engine too (pass it, or its ``sync_engine``).
+    Exiting lets connections succeed again.
     """
 
     def __init__(self, engine: Any) -> None:
-        self.engine = engine
-        self.active = False
         from sqlalchemy import event
 
-        event.listen(engine, "do_connect", self._connect)
+        self.engine = getattr(engine, "sync_engine", engine)
+        self.active = False
+        event.listen(self.engine, "do_connect", self._connect)
+        event.listen(self.engine, "checkout", self._checkout)
 
     def _connect(self, dialect: Any, conn_rec: Any, cargs: Any, cparams: Any) -> None:
         if self.active:
@@ -515,9 +520,14 @@ class failing_connections:
             raise sqlite3.OperationalError("wtsim: the database is down (db-down fault)")
         return None
 
+    def _checkout(self, dbapi_connection: Any, connection_record: Any, connection_proxy: Any) -> None:
+        if self.active:
+            from sqlalchemy.exc import DisconnectionError
+
+            raise DisconnectionError("wtsim: the database is down (db-down fault)")
+
     def __enter__(self) -> "failing_connections":
         self.active = True
-        self.engine.dispose()
         return self
 
     def __exit__(self, *exc: object) -> None:
