@@ -291,3 +291,13 @@ def test_redis_server_is_needed_for_the_default_or_the_local_one_is_used(monkeyp
     assert servers.redis_server_binary() is None
     with pytest.raises(FileNotFoundError, match="redis-server is not installed"):
         servers.PrivateRedis()
+
+
+def test_bench_load_reports_the_hit_rate_it_achieved():
+    from wtsim.load.bench import bench_load, format_load_bench
+
+    figures = bench_load(shared_redis_or_skip(), read_rate=400.0, duration_s=2.0)
+    assert figures["hit_ratio"] == 1.0 and figures["recorded"] > 600
+    assert 300 < figures["hit_reads_per_s"] < 500  # 400 asked: what a warm cache served after the warm-up
+    text = format_load_bench({**figures, "target": 2000.0})
+    assert "hits achieved (target >= 2,000/s)" in text and "BELOW TARGET" in text

@@ -5,7 +5,8 @@
 ``wtsim run SCENARIO``    simulate a scenario from data/scenarios/ (or a TOML file)
 ``wtsim sweep SCENARIO``  simulate a grid of variations, in parallel
 ``wtsim compare SCENARIO``  the same seeded scenario under every pattern, side by side
-``wtsim bench [cache|sim]``  measure the overhead ratios, and the write-behind flusher's drain rate
+``wtsim bench [cache|sim|load]``  measure the overhead ratios, the write-behind flusher's drain rate,
+                          and the cache-hit reads/s the load runner drives
 ``wtsim flush``           run a write-behind flusher (Redis stream -> database) until SIGINT/SIGTERM;
                           its code is :mod:`wtsim.flush_command`
 ``wtsim load SCENARIO``   the scenario in real time on real Redis and SQL, beside the simulator's
@@ -51,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
 
     bench = sub.add_parser("bench", help="measure overhead ratios (cache vs raw calls, simulator vs bare SimPy)")
-    bench.add_argument("what", nargs="?", choices=("cache", "sim", "all"), default="all")
+    bench.add_argument("what", nargs="?", choices=("cache", "sim", "load", "all"), default="all")
     bench.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="Redis for the cache bench")
     bench.add_argument("--database-url", default=None,
                        help="database for the flusher's drain rate (default: $WTSIM_DATABASE_URL, else SQLite "
@@ -136,6 +137,16 @@ def _bench(args: argparse.Namespace) -> int:
         if not args.json:
             print("\nwtsim bench sim: the article's scenario vs a bare SimPy loop")
             print(format_sim_bench(result))
+    if args.what in ("load", "all"):
+        from .load.bench import bench_load, format_load_bench
+        from .load.command import _quiet_policies
+
+        _quiet_policies(verbose=False)
+        result = bench_load(args.redis_url)
+        figures["load"] = result
+        if not args.json:
+            print("\nwtsim bench load: cache-hit reads one load-runner process drives, every request recorded")
+            print(format_load_bench(result))
     if args.json:
         print(json.dumps(figures, indent=2))
     return 0
