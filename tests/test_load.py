@@ -175,7 +175,7 @@ def test_naive_mode_after_an_outage_with_writes_leaves_keys_stale_at_rest():
     naive = run_load(scenario(versioned=False, outage_repair=False, **outage))
     assert naive.measured.keys_stale_at_rest > 0
     assert naive.measured.stale_reads > 0 and naive.measured.consistency["fresh"] < 1
-    repaired = run_load(scenario(versioned=True, outage_repair=True, **outage))
+    repaired = run_load(scenario(versioned=True, outage_repair=True, leases=True, **outage))
     assert repaired.measured.keys_stale_at_rest == 0
 
 
@@ -220,22 +220,29 @@ def test_a_partition_cuts_only_the_named_app_servers():
     assert sum(not r.db_reads for r in other) > 0.5 * len(other)  # server 1 still hits
 
 
-def test_cache_flush_and_cache_set_fail_on_a_private_server():
+def test_cache_flush_cache_set_fail_and_cache_crash_on_a_private_server():
     private_redis_or_skip()
     flushed = run_load(scenario(ttl_s=3600.0, faults=(Fault("cache-flush", 1.5),)))
     before, after = records_in(flushed, 0.5, 1.5), records_in(flushed, 1.5, 1.7)
     assert sum(r.db_reads for r in before) == 0  # prefilled, no TTL: all hits
     assert sum(r.db_reads for r in after) > 0.5 * len(after)  # the cache restarted empty
     assert any("cache-flush" in what for _, what in flushed.faults)
-    set_fail = run_load(scenario(write_rate=100.0, faults=(Fault("cache-set-fail", 1.0, 2.0),)))
-    rejected = [r for r in records_in(set_fail, 1.05, 1.95, kind="write") if r.cache_errors]
+    both = run_load(scenario(write_rate=100.0, ttl_s=3600.0, faults=(Fault("cache-set-fail", 1.0, 2.0),
+                                                                     Fault("cache-crash", 2.2, 2.4))))
+    rejected = [r for r in records_in(both, 1.05, 1.95, kind="write") if r.cache_errors]
     assert rejected  # the cache refused the writes' sets (maxmemory), handled by the policy
-    assert not any(r.failed for r in records_in(set_fail, 1.05, 1.95, kind="write"))
+    assert not any(r.failed for r in records_in(both, 1.05, 1.95, kind="write"))
+    down = records_in(both, 2.25, 2.35)
+    assert down and all(r.cache_errors or r.db_reads for r in down)  # restarting: refused
+    after = records_in(both, 2.45, 2.6)
+    assert sum(r.db_reads for r in after) > 0.3 * len(after)  # back, and empty
+    assert any("cache-crash" in what for _, what in both.faults)
 
 
-def test_db_down_on_sqlite_fails_the_requests_that_need_the_database():
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("postgres", marks=pytest.mark.real_postgres)])
+def test_db_down_fails_the_requests_that_need_the_database(database, postgres_load_url):
     private_redis_or_skip()
-    run = run_load(scenario(write_rate=50.0, faults=(Fault("db-down", 1.0, 2.0),)))
+    run = run_load(scenario(write_rate=50.0, faults=(Fault("db-down", 1.0, 2.0),)), None, postgres_load_url)
     writes = records_in(run, 1.05, 1.95, kind="write")
     assert writes and all(r.failed for r in writes)
     hits = [r for r in records_in(run, 1.05, 1.95) if not r.db_reads]

@@ -38,7 +38,6 @@ import contextlib
 import gc
 import logging
 import math
-import os
 import tempfile
 import time
 import uuid
@@ -47,6 +46,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from sqlalchemy.engine import make_url
 
 from ..breaker import CircuitBreaker
 from ..codec import decode
@@ -226,7 +226,6 @@ class _LoadRun:
         self.prefix = f"wtload-{uuid.uuid4().hex[:8]}"
         self.records: list[Record] = []
         self.lags: list[float] = []
-        self.lag_at: list[float] = []
         self.pending: set[asyncio.Task] = set()
         self.t0 = 0.0
 
@@ -243,9 +242,12 @@ class _LoadRun:
             direct.ping()
         except redis.RedisError as exc:
             raise ValueError(f"redis url {self.redis_url}: Redis not reachable ({exc})") from None
-        database = Database(self.database_url, s.db_connections)
+        proxies = db_proxy = None
+        database_url = self.database_url
+        if any(f.kind == "db-down" for f in s.faults) and make_url(database_url).get_backend_name() != "sqlite":
+            db_proxy, database_url = _database_proxy(database_url)  # db-down cuts it
+        database = Database(database_url, s.db_connections)
         self.sessions = database.session
-        proxies = None
         clients: list[Any] = []
         try:
             await database.reset(s.n_keys)
@@ -275,7 +277,7 @@ class _LoadRun:
                 self._expire_prefill_at(direct, self.t0 + s.ttl_s)
             self.say(f"running {s.name} for {s.duration_s:g} s in real time "
                      f"({s.read_rate + s.write_rate:,.0f} requests/s, {s.app_servers} app server(s))")
-            fault_log = await self._run(direct, proxies, database, calibration)
+            fault_log = await self._run(direct, proxies, database, db_proxy, calibration)
             self.say("judging the history with the simulator's oracle")
             at_rest = await self._stale_at_rest(direct, database)
             stats = _sum_stats(c.state.stats.as_dict() for c in self.caches)
@@ -290,8 +292,9 @@ class _LoadRun:
             for client in clients:
                 with contextlib.suppress(Exception):
                     await client.aclose()
-            if proxies is not None:
-                proxies.stop()
+            for proxy in (proxies, db_proxy):
+                if proxy is not None:
+                    proxy.stop()
             with contextlib.suppress(Exception):
                 _delete_prefix(direct, self.prefix)
             direct.close()
@@ -336,16 +339,14 @@ class _LoadRun:
             pipe.pexpire(key, max(1, round((at - time.monotonic()) * 1000)))
         pipe.execute()
 
-    async def _run(self, direct: Any, proxies: Any, database: Any, calibration: Calibration) -> list:
+    async def _run(self, direct: Any, proxies: Any, database: Any, db_proxy: Any, calibration: Calibration) -> list:
         from ..proxy import run_schedule
 
         s = self.scenario
         loop = asyncio.get_running_loop()
         schedule = None
         if s.faults:
-            db = database.sync_engine if database.inline else None
-            if db is None and any(f.kind == "db-down" for f in s.faults):
-                raise ValueError("fault db-down: wtsim load injects it on SQLite only (for now)")
+            db = database.sync_engine if database.inline else ([db_proxy] if db_proxy is not None else None)
             schedule = run_schedule(
                 s.faults, list(proxies) if proxies is not None else [], clock=time.monotonic, t0=self.t0,
                 cache_client=direct, prefix=self.prefix, owned_redis=self.owned_redis or False,
@@ -412,7 +413,6 @@ class _LoadRun:
         now = asyncio.get_running_loop().time() - self.t0
         if attempt == 0:
             self.lags.append(now - at)
-            self.lag_at.append(at)
         task = asyncio.ensure_future(self._request(now, write, key, server, attempt))
         self.pending.add(task)
         task.add_done_callback(self.pending.discard)
@@ -535,6 +535,21 @@ def check_rate(predicted: Result, calibration: Calibration) -> None:
         )
 
 
+def _database_proxy(url: str) -> tuple[Any, str]:
+    """A proxy process in front of the database of ``url`` (for ``db-down``), and the URL through it."""
+    from .proxies import ProxyProcess
+
+    parsed = make_url(url)
+    proxy = ProxyProcess(parsed.host or "127.0.0.1", parsed.port or 5432)
+    proxy.launch()
+    try:
+        proxy.wait_ready()
+    except BaseException:
+        proxy.stop()
+        raise
+    return proxy, parsed.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+
+
 def _host_port(client: Any) -> tuple[str, int]:
     kwargs = client.connection_pool.connection_kwargs
     if "path" in kwargs:
@@ -561,10 +576,5 @@ def _describe_redis(url: str, owned: bool) -> str:
 
 
 def _describe_database(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
     return make_url(url).render_as_string(hide_password=True)
 
-
-if os.environ.get("WTSIM_LOAD_DEBUG"):  # pragma: no cover - a switch for a workshop's troubleshooting
-    logging.basicConfig(level=logging.INFO)
