@@ -39,6 +39,9 @@ class Record:
     kind: str
     key: int
     start: float
+    """When it started; later than ``at`` when the client was busy (the oracle judges from here)."""
+    at: float | None = None
+    """When the scenario asked for it (the simulator's arrival); ``None``: at ``start`` (a retry)."""
     end: float | None = None
     version: int | None = None
     """The version a read returned, or a write committed; ``None`` when it failed."""
@@ -76,18 +79,25 @@ def judge(records: Iterable[Record], start: float = 0.0) -> list[float | None]:
 
 def measured_result(scenario: Scenario, records: Sequence[Record], policy_stats: dict[str, int],
                     keys_stale_at_rest: int = 0) -> Result:
-    """The run's :class:`~wtsim.sim.Result`, folded by the simulator's recorder from the history."""
+    """The run's :class:`~wtsim.sim.Result`, folded by the simulator's recorder from the history.
+
+    A request counts in the second it was asked for (``at``), as in the
+    simulator, so both count the same requests; its latency runs from when it
+    really started (a client busy elsewhere is the load runner's delay, not
+    the system's).
+    """
     recorder = Recorder(scenario.duration_s, scenario.warmup_s)
     for r, staleness in zip(records, judge(records)):
         tally = Tally(db_reads=r.db_reads, db_writes=r.db_writes, cache_errors=r.cache_errors)
+        arrived = r.start if r.at is None else r.at  # counted in the second the simulator counts it in
         if r.kind == READ:
-            recorder.read(r.start, r.latency, tally, r.failed, staleness)
+            recorder.read(arrived, r.latency, tally, r.failed, staleness)
         else:
-            recorder.write(r.start, r.latency, tally, r.failed)
+            recorder.write(arrived, r.latency, tally, r.failed)
         if r.error == "TimeoutError":
-            recorder.timeout(r.start)
+            recorder.timeout(arrived)
         if r.attempt:
-            recorder.retry(r.start)
+            recorder.retry(arrived)
     return recorder.result(scenario, policy_stats, keys_stale_at_rest=keys_stale_at_rest)
 
 
@@ -132,7 +142,7 @@ def _cell(value: object) -> object:
 
 
 _INTS = {"server", "key", "version", "attempt", "db_reads", "db_writes", "cache_errors", "committed_version"}
-_FLOATS = {"start", "end", "committed_at"}
+_FLOATS = {"start", "at", "end", "committed_at"}
 
 
 def _parse(name: str, text: str) -> object:

@@ -413,14 +413,16 @@ class _LoadRun:
         now = asyncio.get_running_loop().time() - self.t0
         if attempt == 0:
             self.lags.append(now - at)
-        task = asyncio.ensure_future(self._request(now, write, key, server, attempt))
+        task = asyncio.ensure_future(self._request(now, at if attempt == 0 else None, write, key, server, attempt))
         self.pending.add(task)
         task.add_done_callback(self.pending.discard)
 
-    async def _request(self, start: float, write: bool, key: int, server: int, attempt: int) -> None:
+    async def _request(self, start: float, at: float | None, write: bool, key: int, server: int,
+                       attempt: int) -> None:
         """One request: the policy on the client's cache, every op counted; recorded when done or given up."""
         s, loop, cache = self.scenario, asyncio.get_running_loop(), self.caches[server]
-        record = Record(server=server, kind=WRITE_KIND if write else READ, key=key, start=start, attempt=attempt)
+        record = Record(server=server, kind=WRITE_KIND if write else READ, key=key, start=start, at=at,
+                        attempt=attempt)
         watch = _Watch(record, loop, self.t0)
         if write:
             policy = cache.policy.write(cache.state, table.NAMESPACE, key, table.writer(key), table.serialize)
@@ -485,8 +487,7 @@ class _LoadRun:
 
     def _rate(self) -> dict[str, Any]:
         s = self.scenario
-        firsts = [r for r in self.records if r.attempt == 0]
-        on_time = sum(1 for r in firsts if r.start < s.duration_s)
+        on_time = sum(1 for r in self.records if r.attempt == 0 and r.start < s.duration_s)
         intended = self.intended / s.duration_s
         achieved = on_time / s.duration_s
         lags = np.asarray(self.lags) if self.lags else np.zeros(1)
