@@ -23,6 +23,8 @@ from typing import Any
 from . import table
 from .database import serve
 
+CALIBRATION_ROUNDS = 200
+"""Operations per measurement; the calibration needs rows 1 .. this many in the table."""
 CALIBRATION_NAMESPACE = "calibration"
 """Keys the calibration caches, next to the run's (the same prefix, deleted before the run)."""
 
@@ -49,8 +51,11 @@ class Calibration:
 
 
 async def calibrate(client: Any, sessions: Any, db_connections: int, prefix: str, *,
-                    rounds: int = 200) -> Calibration:
-    """Measure ``client`` (a ``redis.asyncio`` client) and ``sessions`` (an ``async_sessionmaker``)."""
+                    rounds: int = CALIBRATION_ROUNDS) -> Calibration:
+    """Measure ``client`` (a ``redis.asyncio`` client) and ``sessions`` (a session factory).
+
+    The table must hold rows 1 .. ``rounds``; the writes change them (the run resets the table after).
+    """
     from ..aio import AsyncWriteThroughCache
 
     keys = [1 + i % 50 for i in range(rounds)]

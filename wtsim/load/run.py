@@ -57,7 +57,7 @@ from ..sim.run import run as simulate
 from ..sim.scenario import Scenario
 from ..sim.workload import WRITE, Workload
 from . import table
-from .calibrate import Calibration, calibrate
+from .calibrate import CALIBRATION_ROUNDS, Calibration, calibrate
 from .database import serve
 from .history import READ, Record, measured_result
 from .history import WRITE as WRITE_KIND
@@ -250,7 +250,7 @@ class _LoadRun:
         self.sessions = database.session
         clients: list[Any] = []
         try:
-            await database.reset(s.n_keys)
+            await database.reset(max(s.n_keys, CALIBRATION_ROUNDS))  # the calibration's rows, at least
             if any(f.kind in CACHE_FAULTS for f in s.faults):
                 host, port = _host_port(direct)
                 proxies = ProxyProcesses(s.app_servers, host, port).start()
