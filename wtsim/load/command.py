@@ -24,8 +24,6 @@ WHAT = "run a scenario in real time on real Redis and SQL; print the prediction 
 
 def register(subparsers: Any) -> None:
     """Add ``wtsim load`` to the ``wtsim`` parser."""
-    from ..sim.commands import _add_set
-
     parser = subparsers.add_parser("load", help=WHAT, description=WHAT)
     parser.add_argument("scenario", metavar="SCENARIO", help="a name from data/scenarios/, or a TOML file")
     parser.add_argument("--redis-url", help="Redis to run against (default: a private redis-server on a free "
@@ -41,8 +39,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--plot", metavar="FILE.png", help="draw predicted and measured timelines into this image")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="print the policies' log (every cache failure, every repair) on stderr")
-    _add_set(parser)
-    parser.set_defaults(func=load_command)
+    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="FIELD=VALUE",
+                        help="change one field of the scenario, e.g. --set read_rate=500 --set outage_repair=true")
+    parser.set_defaults(func=load_command, trace=None)
 
 
 def load_command(args: argparse.Namespace) -> int:
