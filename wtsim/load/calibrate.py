@@ -8,9 +8,10 @@ median of a few hundred sequential operations, through the same client and
 sessions the run uses (and so through its proxy, when it has one).
 
 It also measures what the *client* spends in CPU on a cache hit, a miss (a
-read that goes to the database and populates) and a write: a load run is one
-Python process, and :func:`wtsim.load.run.check_rate` refuses a scenario
-whose busiest second would need more than one core of it.
+read that goes to the database and populates), a write and a database read
+alone: a load run is one Python process, and :func:`wtsim.load.run.check_rate`
+refuses a scenario whose busiest predicted second would need more than one
+core of it.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ class Calibration:
     cpu_hit_s: float
     cpu_miss_s: float
     cpu_write_s: float
+    cpu_db_read_s: float = 0.0
+    """A database read alone (what a read costs when it skips the cache)."""
 
     def overrides(self) -> dict[str, Any]:
         """The scenario fields this calibration sets."""
@@ -76,6 +79,7 @@ async def calibrate(client: Any, sessions: Any, db_connections: int, prefix: str
 
     await read(0)  # the pool's first connection, outside the measurement
     db_read = await _median(rounds, read)
+    cpu_db_read = await _cpu(rounds, read)
     db_write = await _median(rounds // 2, write)
 
     cache = AsyncWriteThroughCache(client, None, prefix=prefix, breaker=False, clock=time.monotonic)
@@ -93,7 +97,7 @@ async def calibrate(client: Any, sessions: Any, db_connections: int, prefix: str
     cpu_hit = await _cpu(rounds, lambda i: cached_read(misses[i]))  # now cached: every read hits
     cpu_write = await _cpu(rounds // 2, lambda i: cached_write(misses[i]))
     return Calibration(cache_rtt_s=rtt, db_read_s=db_read, db_write_s=db_write, db_connections=db_connections,
-                       cpu_hit_s=cpu_hit, cpu_miss_s=cpu_miss, cpu_write_s=cpu_write)
+                       cpu_hit_s=cpu_hit, cpu_miss_s=cpu_miss, cpu_write_s=cpu_write, cpu_db_read_s=cpu_db_read)
 
 
 async def _median(rounds: int, op: Any) -> float:

@@ -48,7 +48,7 @@ def load_command(args: argparse.Namespace) -> int:
     """``wtsim load``: run, then print the table (or JSON); exit 2 if the client did not keep up."""
     from ..sim.commands import _check_plot, _scenario
     from .history import write_history
-    from .run import run_load
+    from .run import LATE_S, run_load
 
     scenario = _scenario(args)
     if scenario.trace is not None:
@@ -66,9 +66,11 @@ def load_command(args: argparse.Namespace) -> int:
         write_history(run.records, args.history)
     if not run.rate["kept_up"]:
         rate = run.rate
-        print(f"wtsim: error: the client did not keep up: {rate['achieved_per_s']:,.0f} requests/s started on time "
-              f"of {rate['intended_per_s']:,.0f}/s (p99 {rate['lag_s']['p99'] * 1e3:.0f} ms late); the measurement "
-              "is not of this scenario: lower read_rate or write_rate", file=sys.stderr)
+        worst = rate["worst_second"]
+        print(f"wtsim: error: the client did not keep up: in second {worst['t']} only {worst['on_time']:.0%} of the "
+              f"requests started within {LATE_S * 1e3:.0f} ms of their time ({rate['achieved_per_s']:,.0f} of "
+              f"{rate['intended_per_s']:,.0f} requests/s on time); the measurement is not of this scenario: "
+              "lower read_rate or write_rate", file=sys.stderr)
         return 2
     if args.plot:
         from ..plots import timelines_figure
@@ -161,6 +163,7 @@ def format_load(run: Any) -> str:
         f"  client CPU: {c.cpu_hit_s * 1e6:.0f} µs a hit, {c.cpu_miss_s * 1e6:.0f} µs a miss, "
         f"{c.cpu_write_s * 1e6:.0f} µs a write",
         f"  rate: {rate['intended_per_s']:,.0f} requests/s asked, {rate['achieved_per_s']:,.0f}/s started on time; "
+        f"worst second {rate['worst_second']['t']}: {rate['worst_second']['on_time']:.0%} on time; "
         f"started late by p50 {rate['lag_s']['p50'] * 1e3:.1f} ms, p99 {rate['lag_s']['p99'] * 1e3:.1f} ms",
         "",
     ]
