@@ -24,7 +24,7 @@ from typing import Any
 from . import table
 from .database import serve
 
-CALIBRATION_ROUNDS = 200
+CALIBRATION_ROUNDS = 120
 """Operations per measurement; the calibration needs rows 1 .. this many in the table."""
 CALIBRATION_NAMESPACE = "calibration"
 """Keys the calibration caches, next to the run's (the same prefix, deleted before the run)."""

@@ -82,7 +82,7 @@ DRAIN_S = 30.0
 """How long requests still in flight at ``duration_s`` may take to finish."""
 MAX_REDIS_CONNECTIONS = 2000
 """Each client's Redis connection pool: room for every request in flight to have one."""
-POOL_WARM = 50
+POOL_WARM = 30
 """Connections each client opens before the run (a run's first second would otherwise open them)."""
 LEAD_S = 0.2
 """The run starts this long after its first arrivals are scheduled."""
@@ -282,12 +282,22 @@ class _LoadRun:
                 self.say(f"prefilling the cache: the policy's read of {s.n_keys:,} keys")
                 await self._prefill(clients[0])
             await _open_connections(clients, POOL_WARM)
-            self.t0 = asyncio.get_running_loop().time() + LEAD_S  # asyncio's clock is time.monotonic
-            if s.prefill and s.ttl_s is not None:
-                self._expire_prefill_at(direct, self.t0 + s.ttl_s)
-            self.say(f"running {s.name} for {s.duration_s:g} s in real time "
-                     f"({s.read_rate + s.write_rate:,.0f} requests/s, {s.app_servers} app server(s))")
-            fault_log = await self._run(direct, proxies, database, db_proxy, calibration)
+            # A full collection of the growing history (and of whatever the process held before)
+            # stalls the event loop for a tenth of a second or more, and requests would start late:
+            # one now, before the clock starts; during the run, the young generations only.
+            gc.collect()
+            gc.freeze()
+            gc.disable()
+            try:
+                self.t0 = asyncio.get_running_loop().time() + LEAD_S  # asyncio's clock is time.monotonic
+                if s.prefill and s.ttl_s is not None:
+                    self._expire_prefill_at(direct, self.t0 + s.ttl_s)
+                self.say(f"running {s.name} for {s.duration_s:g} s in real time "
+                         f"({s.read_rate + s.write_rate:,.0f} requests/s, {s.app_servers} app server(s))")
+                fault_log = await self._run(direct, proxies, database, db_proxy, calibration)
+            finally:
+                gc.enable()
+                gc.unfreeze()
             self.say("judging the history with the simulator's oracle")
             at_rest = await self._stale_at_rest(direct, database)
             stats = _sum_stats(c.state.stats.as_dict() for c in self.caches)
@@ -363,12 +373,7 @@ class _LoadRun:
                 db=db, rtt_s=calibration.cache_rtt_s,
                 on_event=lambda t, what: log.info("t=%.3fs: %s", t, what),
             )
-        # A full collection of the growing history stalls the event loop for a tenth of a second, and
-        # requests would start late: the collector runs on the young objects only, twice a second.
-        gc.collect()
-        gc.freeze()
-        gc.disable()
-        collector = asyncio.create_task(_collect_young())
+        collector = asyncio.create_task(_collect_young())  # the full collections wait for the run's end
         try:
             feeder = asyncio.create_task(self._arrivals(loop))
             ticker = asyncio.create_task(self._ticks(loop)) if self.tick is not None else None
@@ -382,8 +387,6 @@ class _LoadRun:
                 task.cancel()
         finally:
             collector.cancel()
-            gc.enable()
-            gc.unfreeze()
             if schedule is not None:
                 schedule.stop()
         return list(schedule.log) if schedule is not None else []
