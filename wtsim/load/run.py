@@ -54,9 +54,10 @@ from ..codec import decode
 from ..keys import namespace_prefix, parse_key
 from ..ops import CacheError, DbRead, DbWrite
 from ..sim.metrics import Result
+from ..sim.run import poisson_workload, random_streams
 from ..sim.run import run as simulate
 from ..sim.scenario import Scenario
-from ..sim.workload import WRITE, Workload
+from ..sim.workload import WRITE
 from . import table
 from .calibrate import CALIBRATION_ROUNDS, Calibration, calibrate
 from .database import serve
@@ -399,12 +400,8 @@ class _LoadRun:
     async def _arrivals(self, loop: asyncio.AbstractEventLoop) -> None:
         """Schedule the simulator's arrivals on the event loop, a second ahead of their time."""
         s = self.scenario
-        arrivals, keys, servers = (np.random.default_rng(seq) for seq in np.random.SeedSequence(s.seed).spawn(6)[:3])
-        workload = Workload(
-            duration_s=s.duration_s, read_rate=s.read_rate, write_rate=s.write_rate, n_keys=s.n_keys,
-            zipf_alpha=s.zipf_alpha, app_servers=s.app_servers, bursts=s.bursts,
-            arrivals_rng=arrivals, keys_rng=keys, servers_rng=servers,
-        )
+        arrivals, keys, servers, *_ = random_streams(s.seed)
+        workload = poisson_workload(s, arrivals, keys, servers)
         for request in s.requests:
             loop.call_at(self.t0 + request.at_s, self._start, request.at_s, request.kind == WRITE,
                          request.key, request.server, 0)

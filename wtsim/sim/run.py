@@ -105,6 +105,23 @@ def _gib(n: int) -> str:
     return f"{n / 2**30:,.1f} GiB"
 
 
+def random_streams(seed: int) -> tuple[np.random.Generator, ...]:
+    """The run's six random streams, spawned from ``seed``: arrival times, keys, app servers,
+    service times, fault coins, the policies' draws (see step 1 above)."""
+    return tuple(np.random.default_rng(seq) for seq in np.random.SeedSequence(seed).spawn(6))
+
+
+def poisson_workload(scenario: Scenario, arrivals: np.random.Generator, keys: np.random.Generator,
+                     servers: np.random.Generator) -> Workload:
+    """The scenario's Poisson arrivals on the first three streams; the load runner replays the same ones."""
+    s = scenario
+    return Workload(
+        duration_s=s.duration_s, read_rate=s.read_rate, write_rate=s.write_rate, n_keys=s.n_keys,
+        zipf_alpha=s.zipf_alpha, app_servers=s.app_servers, bursts=s.bursts,
+        arrivals_rng=arrivals, keys_rng=keys, servers_rng=servers,
+    )
+
+
 def _serialize(row: Row) -> dict:
     return row  # the simulated rows are already plain, JSON-safe dicts
 
@@ -123,20 +140,15 @@ class Simulation:
         if self.trace is None:  # a trace's keys are in memory already, once scanned
             check_memory(s)
         self.env = env = simpy.Environment()
-        arrivals, keys, servers, service, coins, draws = (
-            np.random.default_rng(seq) for seq in np.random.SeedSequence(s.seed).spawn(6)
-        )
+        arrivals, keys, servers, service, coins, draws = random_streams(s.seed)
         self._draws = draws.random
         self.world = World(self.n_keys, s.cache_capacity, clock=lambda: env.now)
         self.write_behind = s.policy == "write-behind"
         self.ledger = WriteLedger() if self.write_behind else None
         self.in_flight = 0  # requests started and not done
         self.arriving = 1 + bool(s.requests)  # arrival processes still issuing requests (Poisson, scripted)
-        self.workload = Workload(
-            duration_s=s.duration_s, read_rate=s.read_rate, write_rate=s.write_rate, n_keys=s.n_keys,
-            zipf_alpha=s.zipf_alpha, app_servers=s.app_servers, bursts=s.bursts,
-            arrivals_rng=arrivals, keys_rng=keys, servers_rng=servers,
-        ) if self.trace is None else TraceWorkload(self.trace, s.app_servers, servers)
+        self.workload = poisson_workload(s, arrivals, keys, servers) if self.trace is None \
+            else TraceWorkload(self.trace, s.app_servers, servers)
         self.faults = FaultModel(s.faults, coins) if s.faults else None
         self.recorder = Recorder(s.duration_s, s.warmup_s)
         self.scripted: list[dict] = []  # what each scripted request did, for Result.scripted
