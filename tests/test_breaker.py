@@ -123,9 +123,9 @@ def test_a_late_failure_while_probing_is_not_the_probe():
     breaker, clock = tripped(cooldown=10.0)
     clock.now = breaker.opened_at + 10.0
     assert breaker.allow()  # the probe, sent now
-    breaker.record_failure(sent_at=clock.now - 0.2)  # an older call timing out
+    breaker.record_failure(was_probe=False)  # an older call timing out
     assert breaker.probing and breaker.trips == 1
-    breaker.record_failure(sent_at=clock.now)  # the probe's own failure
+    breaker.record_failure(was_probe=True)  # the probe's own failure
     assert breaker.state == "open" and breaker.trips == 2
 
 

@@ -41,7 +41,6 @@ class CircuitBreaker:
         self.failures = 0
         self.opened_at: float | None = None
         self.probing = False
-        self.probe_sent_at: float | None = None
         self.trips = 0
 
     @property
@@ -60,7 +59,6 @@ class CircuitBreaker:
         if self.probing or self.clock() - self.opened_at < self.cooldown_s:
             return False
         self.probing = True
-        self.probe_sent_at = self.clock()
         return True
 
     def record_success(self) -> None:
@@ -69,21 +67,21 @@ class CircuitBreaker:
         self.opened_at = None
         self.probing = False
 
-    def record_failure(self, sent_at: float | None = None) -> None:
-        """A call sent at ``sent_at`` failed: count it; open at the threshold, or again when the probe failed.
+    def record_failure(self, was_probe: bool | None = None) -> None:
+        """A call failed: count it; open at the threshold, or again when the probe failed.
 
         A failure while open is a call sent before the breaker opened, failing
         late: it must not push the cool-down back, or a burst of in-flight
         requests would keep the breaker open long after the first of them
-        failed. Only the probe's failure reopens it, and a call sent before the
-        probe is not the probe.
+        failed. Only the probe's failure reopens it. ``was_probe`` says whether
+        the failed call was the probe (what :attr:`probing` was right after
+        :meth:`allow` let it through: while a probe is out no other call is let
+        through, so every call sent before it was sent with ``probing`` false);
+        ``None``, when the caller cannot tell, counts as the probe.
         """
         self.failures += 1
-        if self.opened_at is not None:
-            if not self.probing:
-                return
-            if sent_at is not None and self.probe_sent_at is not None and sent_at < self.probe_sent_at:
-                return
+        if self.opened_at is not None and (not self.probing or was_probe is False):
+            return
         if self.probing or self.failures >= self.failure_threshold:
             if self.opened_at is None or self.probing:
                 self.trips += 1

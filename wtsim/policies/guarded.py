@@ -37,18 +37,20 @@ def cache(state: CacheState, op: Op) -> Policy:
     or the :class:`CacheError` it failed with.
     """
     breaker = state.breaker
-    if state.repairing or (breaker is not None and not breaker.allow()):
+    # (A closed breaker lets everything through: ask it only when it has opened.)
+    if state.repairing or (breaker is not None and breaker.opened_at is not None and not breaker.allow()):
         state.stats.cache_skipped += 1
         return False, SKIPPED
-    if state.suspects and state.config.outage_repair:
+    suspects = state.suspects
+    if (suspects.keys or suspects.namespaces) and state.config.outage_repair:
         repaired = yield from repair(state)
         if repaired is not True:
             return False, repaired
-    sent_at = breaker.clock() if breaker is not None else None
+    probe = breaker is not None and breaker.probing  # is this op the half-open probe?
     try:
         result = yield op
     except CacheError as exc:
-        failed(state, exc, sent_at)
+        failed(state, exc, probe)
         return False, exc
     if breaker is not None and (breaker.failures or breaker.opened_at is not None):
         breaker.record_success()  # (a closed breaker with no failures has nothing to reset)
@@ -106,15 +108,15 @@ def repair(state: CacheState) -> Policy:
     return True
 
 
-def failed(state: CacheState, exc: CacheError, sent_at: float | None = None) -> None:
-    """Count a cache failure of an op sent at ``sent_at``; a cache that did not answer counts towards the breaker."""
+def failed(state: CacheState, exc: CacheError, probe: bool | None = None) -> None:
+    """Count a cache failure (of the breaker's probe, ``probe``); a cache that did not answer counts towards the breaker."""
     state.stats.cache_errors += 1
     breaker = state.breaker
     if breaker is None:
         return
     if isinstance(exc, CacheUnavailable):
         trips = breaker.trips
-        breaker.record_failure(sent_at)
+        breaker.record_failure(probe)
         if breaker.trips != trips:
             log.error("cache unreachable (%s): skipping it for %.1fs", exc, breaker.cooldown_s)
     else:

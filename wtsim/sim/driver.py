@@ -87,47 +87,50 @@ a write-behind write found the cache down or its queue full. Anything else is a 
 
 @dataclass(slots=True)
 class Tally:
-    """What one request cost: database ops sent, cache ops that failed."""
+    """What one request cost: database ops sent, cache ops that failed (a :class:`Request` counts the same)."""
 
     db_reads: int = 0
     db_writes: int = 0
     cache_errors: int = 0
 
 
-
-
 class Request:
     """One request in flight: its policy generator, resumed from SimPy event callbacks.
 
     The loop of :func:`wtsim.policies.drive`, turned inside out: instead of a
-    SimPy process per request that waits on each op, the request asks the
-    :class:`AppServer` to perform an op and hands itself over; the server calls
-    :meth:`resume` when the op's time has passed, with its result or its
-    failure (or lets :meth:`answered` take the result from a timeout's value).
-    A cache op is then one SimPy timeout and one callback. ``tally`` counts the
-    ops; ``done(value, failure)`` is called once, when the policy returns (or
-    one of :data:`FAILURES` escapes it). Only the failures the simulated world
-    produces are thrown in; anything else is a bug in the simulator and ends
-    the run loudly.
+    SimPy process per request that waits on each op, the request looks up the
+    performer of each op its policy asks for (an :class:`AppServer`'s
+    ``performers``) and hands itself over; the performer calls :meth:`resume`
+    when the op's time has passed, with its result or its failure (or lets
+    :meth:`answered` take the result from a timeout's value). A cache op is then
+    one SimPy timeout and one callback. The request counts its ops as a
+    :class:`Tally` does, and calls :meth:`finished` once, when the policy
+    returns (or one of :data:`FAILURES` escapes it): a subclass records it.
+    Only the failures the simulated world produces are thrown in; anything else
+    is a bug in the simulator and ends the run loudly.
     """
 
-    __slots__ = ("_policy", "_perform", "tally", "_done", "abandoned")
+    __slots__ = ("_policy", "_performers", "abandoned", "db_reads", "db_writes", "cache_errors")
 
-    def __init__(self, policy: Policy, perform: Callable[[Op, "Request"], None], tally: Tally,
-                 done: Callable[[Any, BaseException | None], None]) -> None:
+    def __init__(self, policy: Policy, performers: dict[type, Callable[[Any, "Request"], None]]) -> None:
         self._policy = policy
-        self._perform = perform
-        self.tally = tally
-        self._done = done
+        self._performers = performers
         self.abandoned = False
+        self.db_reads = self.db_writes = self.cache_errors = 0
+
+    def start(self) -> None:
+        """Run the policy to its first op (or to its end, if it needs none)."""
         self.resume(None, None)
+
+    def finished(self, value: Any, failure: BaseException | None) -> None:
+        """The policy returned ``value``, or failed with ``failure``: called once. Here: nothing to record."""
 
     def abandon(self) -> None:
         """Its client gave up: the policy is closed where it waits, and the op in flight is answered to no one.
 
         A cache op in flight still lands; a database query still runs, or, if
         it waits for a connection and the server was built with
-        ``abandoned_leave_queue``, leaves the queue. ``done`` is not called.
+        ``abandoned_leave_queue``, leaves the queue. :meth:`finished` is not called.
         """
         self.abandoned = True
         self._policy.close()
@@ -136,26 +139,40 @@ class Request:
         """Hand the policy its last op's outcome (or failure) and start the op it asks for next."""
         if self.abandoned:
             return
-        if failure is not None and isinstance(failure, CacheError):
-            self.tally.cache_errors += 1
         try:
-            op = self._policy.send(outcome) if failure is None else self._policy.throw(failure)
+            if failure is None:
+                op = self._policy.send(outcome)
+            else:
+                if isinstance(failure, CacheError):
+                    self.cache_errors += 1
+                op = self._policy.throw(failure)
         except StopIteration as stop:
-            self._done(stop.value, None)
-            return
+            return self.finished(stop.value, None)
         except FAILURES as exc:
-            self._done(None, exc)
-            return
+            return self.finished(None, exc)
         kind = type(op)
         if kind is DbRead:
-            self.tally.db_reads += 1
+            self.db_reads += 1
         elif kind is DbWrite:
-            self.tally.db_writes += 1
-        self._perform(op, self)
+            self.db_writes += 1
+        self._performers[kind](op, self)
 
     def answered(self, event: simpy.Event) -> None:
         """The callback of an op's last event, whose value is the op's result."""
         self.resume(event._value, None)
+
+
+class Callback(Request):
+    """A request whose end calls ``done(value, failure)``: what the flushers and the tests use."""
+
+    __slots__ = ("_done",)
+
+    def __init__(self, policy: Policy, performers: dict, done: Callable[[Any, BaseException | None], None]) -> None:
+        super().__init__(policy, performers)
+        self._done = done
+
+    def finished(self, value: Any, failure: BaseException | None) -> None:
+        self._done(value, failure)
 
 
 class _Refusal:
@@ -230,7 +247,7 @@ class AppServer:
         self.on_db_wait = on_db_wait or (lambda issued, wait: None)
         self.abandoned_leave_queue = abandoned_leave_queue
         cache_op = self._cache_op if faults is None else self._cache_op_with_faults
-        self._performers: dict[type, Callable[[Any, Request], None]] = {
+        self.performers: dict[type, Callable[[Any, Request], None]] = {
             CacheGet: self._get if faults is None else cache_op,
             CacheSet: cache_op,
             CacheSetIfNewer: cache_op,
@@ -253,8 +270,11 @@ class AppServer:
         }
 
     def perform(self, op: Op, request: Request) -> None:
-        """Start ``op``; when its time has passed, resume ``request`` with its result or its failure."""
-        self._performers[type(op)](op, request)
+        """Start ``op``; when its time has passed, resume ``request`` with its result or its failure.
+
+        (A :class:`Request` looks its performer up in ``performers`` itself: one call fewer an op.)
+        """
+        self.performers[type(op)](op, request)
 
     # -- the cache ---------------------------------------------------------------------------
 

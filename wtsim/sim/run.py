@@ -31,6 +31,7 @@ import json
 import logging
 import os
 from functools import lru_cache
+from itertools import chain
 from typing import Callable
 
 import numpy as np
@@ -41,7 +42,7 @@ from ..keys import entry_key
 from ..ops import CacheQueueWrite, DbRead, DbWrite, Wait
 from ..policies import POLICIES, CacheState, CacheStats, PolicyConfig, drive, write_behind
 from ..policies.flush import FlushConfig, FlushState, FlushStats, flush_once
-from .driver import AppServer, Request, ServiceTimes, Tally
+from .driver import AppServer, Callback, Request, ServiceTimes
 from .faults import FaultModel
 from .ledger import WriteLedger
 from .metrics import Recorder, Result
@@ -128,6 +129,15 @@ def _serialize(row: Row) -> dict:
 
 _simulated_key = lru_cache(maxsize=1 << 16)(entry_key)
 """Keys repeat in a simulation (Zipf): remember their encoding, as the real cache does."""
+
+
+class Measured(Request):
+    """A request of the workload: what :meth:`Simulation._finish` needs to judge and record it when it ends."""
+
+    __slots__ = ("simulation", "write", "key", "server_index", "start_s", "u", "trace", "attempt", "newest", "done")
+
+    def finished(self, value, failure: BaseException | None) -> None:
+        self.simulation._finish(self, value, failure)
 
 
 class Simulation:
@@ -242,7 +252,7 @@ class Simulation:
         env = self.env
         if progress is not None:
             env.process(self._ticks(progress))
-        env.process(self._arrivals())
+        self._arrivals()
         if self.scenario.requests:
             env.process(self._scripted())
         for at in self.faults.flushes if self.faults else ():
@@ -264,14 +274,24 @@ class Simulation:
             yield self.env.timeout(min(1.0, self.scenario.duration_s - self.env.now))
             progress(self.env.now)
 
-    def _arrivals(self):
+    def _arrivals(self) -> None:
+        """Start the workload's requests at their times: a chain of timeouts, each one's callback
+        starting its request and then scheduling the next arrival (cheaper than a SimPy process)."""
         env, request = self.env, self._request
-        for times, is_write, keys, servers in self.workload.chunks():
-            for at, write, key, server in zip(times, is_write, keys, servers):
-                delay = at - env.now
-                yield env.timeout(delay if delay > 0 else 0.0)
+        arrivals = chain.from_iterable(zip(*chunk) for chunk in self.workload.chunks())
+
+        def arrive(event: simpy.Event | None) -> None:
+            if event is not None:
+                _at, write, key, server = event._value
                 request(write, key, server)
-        self.arriving -= 1
+            arrival = next(arrivals, None)
+            if arrival is None:
+                self.arriving -= 1
+                return
+            delay = arrival[0] - env.now
+            env.timeout(delay if delay > 0 else 0.0, arrival).callbacks.append(arrive)
+
+        arrive(None)
 
     def _scripted(self):
         env = self.env
@@ -306,10 +326,12 @@ class Simulation:
         deadline = 2 * s.duration_s
         recorder = self.recorder
 
-        def perform(op, request):
-            if type(op) is DbWrite:
-                recorder.flush_write(env.now)
-            server.perform(op, request)
+        def flush_write(op, request):
+            recorder.flush_write(env.now)
+            write(op, request)
+
+        write = server.performers[DbWrite]
+        performers = {**server.performers, DbWrite: flush_write}
 
         while env.now < deadline and not self._drained():
             down_until = self.faults.flusher_down(index, env.now) if self.faults else None
@@ -317,8 +339,7 @@ class Simulation:
                 yield env.timeout(min(down_until, deadline) - env.now)
                 continue
             finished = env.event()
-            Request(flush_once(state, appliers), perform, Tally(),
-                    lambda value, failure: finished.succeed(failure))
+            Callback(flush_once(state, appliers), performers, lambda value, failure: finished.succeed(failure)).start()
             failure = yield finished
             if failure is not None:
                 yield env.timeout(FLUSH_ERROR_PAUSE_S)
@@ -336,7 +357,7 @@ class Simulation:
 
     def _request(self, write: bool, key: int, server_index: int, trace: dict | None = None,
                  attempt: int = 0) -> None:
-        """Start one request on app server ``server_index``; record it when it is done.
+        """Start one request on app server ``server_index``; :meth:`_finish` records it when it is done.
 
         ``trace``: its story, for a scripted request. ``attempt``: 0 for a first
         attempt, else which retry this is. The timeout and retry model:
@@ -353,70 +374,72 @@ class Simulation:
           With a ``retry_budget``, each first attempt adds that fraction of a
           token to its app server's bucket and each retry takes a whole one.
         """
-        env, db, server, ledger, s = self.env, self.world.db, self.servers[server_index], self.ledger, self.scenario
-        start = env.now
+        server, ledger, s = self.servers[server_index], self.ledger, self.scenario
+        start = self.env.now
         if attempt:
             self.recorder.retry(start)
         elif self.retry_tokens is not None:
             self.retry_tokens[server_index] = min(RETRY_TOKENS_BANKED,
                                                   self.retry_tokens[server_index] + s.retry_budget)
-        tally = Tally()
-        perform = server.perform if trace is None else self._tracing(server, trace["ops"])
         u = None
         if write and ledger is not None:  # write-behind queues a row, numbered for the ledger
             self._u = u = self._u + 1
             policy = write_behind.write(server.state, NAMESPACE, key, {"id": key, "u": u}, STREAM,
-                                        self.scenario.max_pending, lambda table: table.versions[key])
+                                        s.max_pending, lambda table: table.versions[key])
         elif write:
             policy = self.policy.write(server.state, NAMESPACE, key, lambda table: table.commit(key), _serialize)
         else:
             policy = self.policy.read(server.state, NAMESPACE, key, lambda table: table.row(key), _serialize)
+        request = Measured(policy, server.performers if trace is None else self._tracing(server, trace["ops"]))
+        request.simulation, request.write, request.key, request.server_index = self, write, key, server_index
+        request.start_s, request.u, request.trace, request.attempt, request.done = start, u, trace, attempt, False
         # what the oracle compares a read's answer with: the newest write committed (or, under
         # write-behind, accepted by the cache) when the read began
-        newest = None if write else db.versions[key] if ledger is None else ledger.newest(key)
+        request.newest = None if write else self.world.db.versions[key] if ledger is None else ledger.newest(key)
         self.in_flight += 1
-        recorder = self.recorder
-        finished = False
-
-        def done(value, failure) -> None:
-            nonlocal finished
-            if finished:
-                return  # its client gave up already: recorded then
-            finished = True
-            self.in_flight -= 1
-            latency = env.now - start
-            staleness = None
-            if failure is not None:
-                version = None
-            elif write:
-                version = value if u is not None else value["version"]
-            else:
-                version = value["version"]
-            if write:
-                recorder.write(start, latency, tally, failure is not None)
-                if u is not None and failure is None:
-                    ledger.acknowledged(u, start, env.now)
-            else:
-                if ledger is not None:
-                    staleness = None if failure is not None else ledger.staleness(key, value, newest, start)
-                elif version is not None and version < newest:  # fast path: the newest version is always fresh
-                    staleness = db.staleness(key, version, newest, start)  # the oracle decides
-                recorder.read(start, latency, tally, failure is not None, staleness)
-            if trace is not None:
-                trace.update(version=version, failed=failure is not None, latency_s=latency, staleness_s=staleness)
-            if failure is not None:
-                self._retry(write, key, server_index, attempt)
-
-        request = Request(policy, perform, tally, done)
-        if s.request_timeout_s is not None and not finished:
+        request.start()
+        if s.request_timeout_s is not None and not request.done:
             def give_up(_event) -> None:
-                if finished:
+                if request.done:
                     return
                 request.abandon()
-                done(None, TimeoutError("the client gave up"))
-                recorder.timeout(start)
+                self._finish(request, None, TimeoutError("the client gave up"))
+                self.recorder.timeout(start)
 
-            env.timeout(s.request_timeout_s).callbacks.append(give_up)
+            self.env.timeout(s.request_timeout_s).callbacks.append(give_up)
+
+    def _finish(self, request: Measured, value, failure: BaseException | None) -> None:
+        """Judge and record a request that is done (once: a request its client gave up was recorded then)."""
+        if request.done:
+            return
+        request.done = True
+        self.in_flight -= 1
+        write, key, ledger, recorder = request.write, request.key, self.ledger, self.recorder
+        start, u = request.start_s, request.u
+        latency = self.env.now - start
+        staleness = None
+        if failure is not None:
+            version = None
+        elif write:
+            version = value if u is not None else value["version"]
+        else:
+            version = value["version"]
+        if write:
+            recorder.write(start, latency, request, failure is not None)
+            if u is not None and failure is None:
+                ledger.acknowledged(u, start, self.env.now)
+        else:
+            newest = request.newest
+            if ledger is not None:
+                staleness = None if failure is not None else ledger.staleness(key, value, newest, start)
+            elif version is not None and version < newest:  # fast path: the newest version is always fresh
+                staleness = self.world.db.staleness(key, version, newest, start)  # the oracle decides
+            recorder.read(start, latency, request, failure is not None, staleness)
+        if request.trace is not None:
+            request.trace.update(version=version, failed=failure is not None, latency_s=latency,
+                                 staleness_s=staleness)
+        if failure is not None:
+            self._retry(write, key, request.server_index, request.attempt)
 
     def _retry(self, write: bool, key: int, server_index: int, attempt: int) -> None:
         """Retry a failed request, if the client has retries (and budget) left."""
@@ -439,14 +462,17 @@ class Simulation:
         else:
             self._request(write, key, server_index, attempt=attempt + 1)
 
-    def _tracing(self, server: AppServer, ops: list):
+    def _tracing(self, server: AppServer, ops: list) -> dict:
+        """``server``'s performers, each noting the op it starts in ``ops`` first (a scripted request's story)."""
         env = self.env
 
-        def perform(op, request):
-            ops.append({"t": env.now, "op": type(op).__name__})
-            server.perform(op, request)
+        def traced(perform):
+            def perform_traced(op, request):
+                ops.append({"t": env.now, "op": type(op).__name__})
+                perform(op, request)
+            return perform_traced
 
-        return perform
+        return {kind: traced(perform) for kind, perform in server.performers.items()}
 
     def flush_stats(self) -> dict[str, int]:
         """The flushers' counters, summed (empty unless the policy is write-behind)."""
