@@ -166,3 +166,20 @@ def test_early_recompute_hints_round_trip_and_damaged_ones_are_dropped():
     assert (entry.data, entry.version, entry.delta, entry.expires_at) == ({"a": 1}, 3, 0.05, 1234.5)
     damaged = decode('{"v": 3, "d": {"a": 1}, "x": "soon", "e": 1}')
     assert damaged.data == {"a": 1} and damaged.delta is None and damaged.expires_at is None
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"v":1,"d":{"a":1}}', '{"v":null,"d":{}}', b' {"v":1,"d":{}} ', '{"v":1,"d":{}}\n', b"", "", b"\xff",
+    '{"v":1', "null", b"\xef\xbb\xbf{}", "\ufeff{}", '{"v":1,"d":{}}x', b'{"a":NaN}', '"\\ud800"',
+    '{"v":1,"d":{}}'.encode("utf-16"), bytearray(b'{"v":2,"d":{}}'), 3, None,
+])
+def test_the_fast_parse_answers_as_json_loads_does(raw):
+    """The hit path's parser gives json.loads's answer, or raises what json.loads raises, on every input."""
+    try:
+        expected = json.loads(raw)
+    except Exception as exc:
+        with pytest.raises(type(exc)):
+            codec._parse(raw)
+        return
+    got = codec._parse(raw)
+    assert got == expected or (got != got and expected != expected)

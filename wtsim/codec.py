@@ -96,7 +96,7 @@ def decode(raw: bytes | str) -> Entry:
     A value is tested first: it is what every cache hit decodes.
     """
     try:
-        obj = json.loads(raw)
+        obj = _parse(raw)
     except (ValueError, TypeError):  # UnicodeDecodeError is a ValueError
         return FOREIGN
     if type(obj) is not dict:
@@ -120,6 +120,26 @@ def decode(raw: bytes | str) -> Entry:
         if len(obj) == 1 and type(obj.get("l")) is str:
             return Entry(data=None, version=None, lease=obj["l"])
     return FOREIGN
+
+
+_scan = json.JSONDecoder().scan_once
+"""The C scanner that ``json.loads`` runs, without the two Python layers around it (they cost a hit a microsecond)."""
+
+
+def _parse(raw: bytes | str) -> Any:
+    """``json.loads(raw)``, faster for what a hit reads: UTF-8 bytes holding one JSON value, nothing around it.
+
+    Anything else (whitespace around the value, another encoding, garbage) is
+    left to ``json.loads`` itself, so the answer (or the error) is always the same.
+    """
+    try:
+        text = raw.decode() if type(raw) is bytes else raw
+        obj, end = _scan(text, 0)
+        if end == len(text):
+            return obj
+    except Exception:  # StopIteration when nothing parses at 0; let json.loads say what is wrong
+        pass
+    return json.loads(raw)
 
 
 def _is_seconds(value: object) -> bool:

@@ -63,7 +63,7 @@ def read(
     """Answer from the cache, or from the database and populate; ``None`` when absent."""
     config, stats, codec = state.config, state.stats, state.codec
     key = state.key(namespace, entity_id)
-    ttl_s = ttl_for(config, ttl)
+    ttl_s = config.default_ttl if ttl is None else ttl_for(config, ttl)  # (the default: no call on the hot path)
     answered, raw = yield from guarded.cache(state, CacheGet(key))
     entry = codec.decode(raw) if answered and raw is not None else None
     early = False
