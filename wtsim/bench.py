@@ -57,13 +57,17 @@ PID = "p-1"
 NS = "products"
 
 CASES: tuple[tuple[str, str, type[PolicyCache], dict, float], ...] = (
-    # policy, mode, class, options, target ratio
+    # policy, mode, class, options, target ratio of a write (a read hit's is READ_HIT_TARGET)
     ("write-through", "naive", WriteThroughCache, {}, 0.8),
     ("write-through", "versioned", WriteThroughCache, {"versioned": True}, 0.8),
     ("write-through", "leases", WriteThroughCache, {"versioned": True, "leases": True}, 0.85),
     ("cache-aside", "naive", CacheAside, {}, 0.85),
 )
-"""What is measured, each with the ratio it should reach."""
+"""What is measured, each with the ratio its write should reach."""
+
+READ_HIT_TARGET = 0.95
+"""A read hit (one GET and the envelope's decoding) against a bare GET + ``json.loads``: the ratio every
+synchronous case should reach: the policy, the breaker and the key encoding cost a hit at most a twentieth."""
 
 ASYNC_CASES: tuple[tuple[str, str, str, dict, float], ...] = (
     # policy, mode, class name in wtsim.aio, options, target ratio
@@ -114,7 +118,8 @@ def bench_cache(
                 key = cache.key(NS, PID)
                 redis.delete(key)
                 for row in _bench_case(cache, redis, db, key, reads, writes, rounds, progress, f"{policy} {mode}"):
-                    results.append({**row, "policy": policy, "mode": mode, "target": target})
+                    row_target = READ_HIT_TARGET if row["operation"] == "read" else target
+                    results.append({**row, "policy": policy, "mode": mode, "target": row_target})
                 redis.delete(key)
         engine.dispose()
         for policy, mode, class_name, options, target in ASYNC_CASES:

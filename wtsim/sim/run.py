@@ -132,12 +132,41 @@ _simulated_key = lru_cache(maxsize=1 << 16)(entry_key)
 
 
 class Measured(Request):
-    """A request of the workload: what :meth:`Simulation._finish` needs to judge and record it when it ends."""
+    """A request of the workload, and what it needs to judge and record itself when it ends."""
 
     __slots__ = ("simulation", "write", "key", "server_index", "start_s", "u", "trace", "attempt", "newest", "done")
 
     def finished(self, value, failure: BaseException | None) -> None:
-        self.simulation._finish(self, value, failure)
+        """Judge and record the request (once: a request its client gave up was recorded then)."""
+        if self.done:
+            return
+        self.done = True
+        sim = self.simulation
+        sim.in_flight -= 1
+        write, key, ledger, recorder, start, u = self.write, self.key, sim.ledger, sim.recorder, self.start_s, self.u
+        latency = sim.env.now - start
+        staleness = None
+        if failure is not None:
+            version = None
+        elif write:
+            version = value if u is not None else value["version"]
+        else:
+            version = value["version"]
+        if write:
+            recorder.write(start, latency, self, failure is not None)
+            if u is not None and failure is None:
+                ledger.acknowledged(u, start, sim.env.now)
+        else:
+            newest = self.newest
+            if ledger is not None:
+                staleness = None if failure is not None else ledger.staleness(key, value, newest, start)
+            elif version is not None and version < newest:  # fast path: the newest version is always fresh
+                staleness = sim.world.db.staleness(key, version, newest, start)  # the oracle decides
+            recorder.read(start, latency, self, failure is not None, staleness)
+        if self.trace is not None:
+            self.trace.update(version=version, failed=failure is not None, latency_s=latency, staleness_s=staleness)
+        if failure is not None:
+            sim._retry(write, key, self.server_index, self.attempt)
 
 
 class Simulation:
@@ -357,7 +386,7 @@ class Simulation:
 
     def _request(self, write: bool, key: int, server_index: int, trace: dict | None = None,
                  attempt: int = 0) -> None:
-        """Start one request on app server ``server_index``; :meth:`_finish` records it when it is done.
+        """Start one request on app server ``server_index``; :meth:`Measured.finished` records it when it is done.
 
         ``trace``: its story, for a scripted request. ``attempt``: 0 for a first
         attempt, else which retry this is. The timeout and retry model:
@@ -403,43 +432,10 @@ class Simulation:
                 if request.done:
                     return
                 request.abandon()
-                self._finish(request, None, TimeoutError("the client gave up"))
+                request.finished(None, TimeoutError("the client gave up"))
                 self.recorder.timeout(start)
 
             self.env.timeout(s.request_timeout_s).callbacks.append(give_up)
-
-    def _finish(self, request: Measured, value, failure: BaseException | None) -> None:
-        """Judge and record a request that is done (once: a request its client gave up was recorded then)."""
-        if request.done:
-            return
-        request.done = True
-        self.in_flight -= 1
-        write, key, ledger, recorder = request.write, request.key, self.ledger, self.recorder
-        start, u = request.start_s, request.u
-        latency = self.env.now - start
-        staleness = None
-        if failure is not None:
-            version = None
-        elif write:
-            version = value if u is not None else value["version"]
-        else:
-            version = value["version"]
-        if write:
-            recorder.write(start, latency, request, failure is not None)
-            if u is not None and failure is None:
-                ledger.acknowledged(u, start, self.env.now)
-        else:
-            newest = request.newest
-            if ledger is not None:
-                staleness = None if failure is not None else ledger.staleness(key, value, newest, start)
-            elif version is not None and version < newest:  # fast path: the newest version is always fresh
-                staleness = self.world.db.staleness(key, version, newest, start)  # the oracle decides
-            recorder.read(start, latency, request, failure is not None, staleness)
-        if request.trace is not None:
-            request.trace.update(version=version, failed=failure is not None, latency_s=latency,
-                                 staleness_s=staleness)
-        if failure is not None:
-            self._retry(write, key, request.server_index, request.attempt)
 
     def _retry(self, write: bool, key: int, server_index: int, attempt: int) -> None:
         """Retry a failed request, if the client has retries (and budget) left."""
