@@ -14,11 +14,12 @@ world and the metrics are free). Times are the CPU time of this process
 keeping its best: other work on the machine then skews neither side.
 
 Where the time goes (cProfile): the bare loop is four SimPy events per
-request (arrival, process start, round trip, process end), and so is the
-simulator's cache hit. On top of that, a hit runs the library's
-``write_through.read`` generator, whose ``codec.decode`` (``json.loads``) alone
-costs about half a bare request, then the driver loop, the oracle and the
-metrics.
+request (arrival, process start, round trip, process end). The simulator's
+cache hit is two (arrival, round trip): arrivals are a chain of timeout
+callbacks and a request resumes its policy from the round trip's callback, with
+no process of its own. On top of that, a hit runs the library's
+``write_through.read`` generator (its key, the breaker, the decoded entry),
+then the oracle and the metrics.
 """
 
 from __future__ import annotations
