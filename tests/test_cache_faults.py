@@ -467,3 +467,23 @@ def test_versioned_tombstone_of_unknown_version_refuses_every_populate(server, r
     wait_until_gone(raw, cache.key(NS, PID))
     cache.read(db, NS, PID, lambda db: versioned_row(99, 990), dict)
     assert cached(raw, cache).version == 99
+
+
+@pytest.mark.parametrize("factory", ["sync", "async"])
+def test_a_new_connection_does_not_look_up_the_driver_version(factory, monkeypatch):
+    """Under a fault nearly every request opens a connection: it must not read package metadata each time."""
+    import importlib.metadata
+
+    from wtsim.aio import async_redis_client
+
+    pytest.importorskip("redis.driver_info", reason="redis-py before 7 computes its version once, at import")
+
+    make = redis_client if factory == "sync" else async_redis_client
+    client = make("redis://127.0.0.1:1/0", max_connections=10)
+
+    def no_lookup(name):
+        raise AssertionError(f"importlib.metadata.version({name!r}) for a new connection")
+
+    monkeypatch.setattr(importlib.metadata, "version", no_lookup)
+    first, second = (client.connection_pool.make_connection() for _ in range(2))
+    assert first.driver_info is second.driver_info is not None  # one description, made once, for all

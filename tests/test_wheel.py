@@ -46,9 +46,13 @@ def installed(tmp_path_factory) -> Path:
     _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", base / "dist", src, cwd=base)
     wheels = list((base / "dist").glob("wtsim-*.whl"))
     assert len(wheels) == 1, wheels
-    venv.create(base / "venv", with_pip=True)
+    # A venv without pip of its own (ensurepip would take seconds), filled by this pip through
+    # --python: the wheel and its declared dependencies from the index, nothing else. Not
+    # byte-compiled: Python compiles what it imports.
+    venv.create(base / "venv", with_pip=False)
     bin_dir = base / "venv" / "bin"
-    _run(bin_dir / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check", wheels[0], cwd=base)
+    _run(sys.executable, "-m", "pip", "--python", bin_dir / "python", "install", "-q", "--no-compile",
+         "--disable-pip-version-check", wheels[0], cwd=base)
     return bin_dir
 
 

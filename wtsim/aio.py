@@ -63,7 +63,7 @@ from .cache import (
     set_leased_call,
     tombstone_call,
 )
-from .connections import sqlite_pragmas
+from .connections import driver_info, sqlite_pragmas
 from .keys import EntityId
 from .ops import (
     CacheDelete,
@@ -139,7 +139,7 @@ def async_redis_client(
         socket_connect_timeout=connect_timeout,
         retry=Retry(NoBackoff(), 0),
         retry_on_timeout=False,
-        **kwargs,
+        **driver_info(kwargs),
     )
 
 

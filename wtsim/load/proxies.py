@@ -70,9 +70,15 @@ class ProxyProcess:
             raise RuntimeError(f"proxy on port {self.port}: {answer}")
         self._mode, self._delay_s = mode, delay if mode == SLOW else 0.0
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
+        """Ask the process to end (SIGTERM), without waiting for it: see :meth:`stop`."""
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
+
+    def stop(self) -> None:
+        """End the process: SIGTERM, then SIGKILL if it has not exited within 5 s."""
+        self.terminate()
+        if self.process is not None:
             try:
                 self.process.wait(timeout=5)
             except subprocess.TimeoutExpired:
@@ -109,5 +115,7 @@ class ProxyProcesses:
         return len(self.proxies)
 
     def stop(self) -> None:
+        for proxy in self.proxies:  # every one asked first: they exit side by side
+            proxy.terminate()
         for proxy in self.proxies:
             proxy.stop()

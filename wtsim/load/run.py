@@ -85,6 +85,8 @@ MAX_REDIS_CONNECTIONS = 2000
 """Each client's Redis connection pool: room for every request in flight to have one."""
 POOL_WARM = 30
 """Connections each client opens before the run (a run's first second would otherwise open them)."""
+PREFILL_BATCH = 20
+"""Keys the prefill reads at once (at most the database pool's connections)."""
 LEAD_S = 0.2
 """The run starts this long after its first arrivals are scheduled."""
 
@@ -342,11 +344,20 @@ class _LoadRun:
         return cache
 
     async def _prefill(self, client: Any) -> None:
-        """Warm the cache as the simulator does: the policy's read of every key, most popular last."""
+        """Warm the cache as the simulator does: the policy's read of every key, most popular last.
+
+        :data:`PREFILL_BATCH` keys at a time (distinct keys: the reads do not meet),
+        so the round trips overlap: a run on many keys starts that much sooner.
+        """
         cache = self._cache(client, "prefill")
-        for key in range(self.scenario.n_keys, 0, -1):
+
+        async def read(key: int) -> None:
             await serve(cache, cache.policy.read(cache.state, table.NAMESPACE, key, table.reader(key),
                                                  table.serialize), self.sessions)
+
+        keys = range(self.scenario.n_keys, 0, -1)
+        for i in range(0, len(keys), PREFILL_BATCH):
+            await asyncio.gather(*(read(key) for key in keys[i:i + PREFILL_BATCH]))
 
     def _expire_prefill_at(self, direct: Any, at: float) -> None:
         """Give every prefilled entry the expiry the simulator gives it: ``ttl_s`` after the start.
