@@ -58,7 +58,7 @@ from .ops import (
     Wait,
 )
 from .policies import Stepper, cache_aside, drive, write_behind, write_through
-from .policies.state import CacheState, CacheStats, PolicyConfig
+from .policies.state import CacheState, CacheStats, PolicyConfig, entry_get
 
 log = logging.getLogger("wtsim.cache")
 
@@ -92,9 +92,10 @@ def is_cluster(client: Any) -> bool:
     return callable(getattr(client, "get_primaries", None))
 
 
-_memoized_key = lru_cache(maxsize=1 << 16, typed=True)(entry_key)
-""":func:`~wtsim.keys.entry_key`, remembered: hot keys repeat, and encoding costs a few µs.
-An unhashable id raises a bare ``TypeError`` here; :meth:`CacheState.key` then asks ``entry_key`` why."""
+_memoized_get = lru_cache(maxsize=1 << 16, typed=True)(entry_get)
+""":func:`~wtsim.policies.state.entry_get`, remembered: hot keys repeat, and encoding a key and building
+its op cost a few µs. Ops are frozen values, so every read of a key can send the same ``CacheGet``.
+An unhashable id raises a bare ``TypeError`` here; :meth:`CacheState.get_op` then asks ``entry_key`` why."""
 
 
 class PolicyCacheBase:
@@ -158,7 +159,7 @@ class PolicyCacheBase:
             breaker=breaker,
             clock=clock or time.time,
             random=random or _random.Random().random,
-            key_of=_memoized_key,
+            get_of=_memoized_get,
         )
         self._set_if_newer = redis_client.register_script(scripts.SET_IF_NEWER)
         self._tombstone = redis_client.register_script(scripts.TOMBSTONE)

@@ -62,9 +62,10 @@ def read(
 ) -> Policy:
     """Answer from the cache, or from the database and populate; ``None`` when absent."""
     config, stats, codec = state.config, state.stats, state.codec
-    key = state.key(namespace, entity_id)
+    get = state.get_op(namespace, entity_id)  # (memoized: one lookup gives the key and the op)
+    key = get.key
     ttl_s = config.default_ttl if ttl is None else ttl_for(config, ttl)  # (the default: no call on the hot path)
-    answered, raw = yield from guarded.cache(state, CacheGet(key))
+    answered, raw = yield from guarded.cache(state, get)
     entry = codec.decode(raw) if answered and raw is not None else None
     early = False
     if entry is not None and entry.data is not None:

@@ -18,6 +18,7 @@ from typing import Any, Callable
 from .. import codec
 from ..breaker import CircuitBreaker
 from ..keys import EntityId, entry_key
+from ..ops import CacheGet
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,15 +127,21 @@ class Suspects:
         return len(self.keys) + len(self.namespaces)
 
 
+def entry_get(prefix: str, namespace: str, entity_id: EntityId) -> CacheGet:
+    """The :class:`~wtsim.ops.CacheGet` of an entity's entry: its key is :func:`~wtsim.keys.entry_key`'s."""
+    return CacheGet(entry_key(prefix, namespace, entity_id))
+
+
 @dataclass(slots=True)
 class CacheState:
     """Everything one app server's policy remembers, and the few things it is given. No I/O.
 
     ``clock`` (seconds, shared by all app servers: it dates entries for early
     recompute) and ``random`` (uniform in [0, 1)) are injected, so the simulator
-    runs the policy on simulated time and a seeded stream. ``key_of`` encodes
-    keys (:func:`wtsim.keys.entry_key`; a driver may memoize it) and ``codec``
-    wraps values (:mod:`wtsim.codec`; the simulator keeps entries decoded).
+    runs the policy on simulated time and a seeded stream. ``get_of`` gives an
+    entity's key, inside the ``CacheGet`` every read sends (:func:`entry_get`; a
+    driver memoizes it: hot keys repeat, and one lookup then stands for encoding
+    a key and building an op) and ``codec`` wraps values (:mod:`wtsim.codec`; the simulator keeps entries decoded).
     ``lease_owner`` names this app server in the lease tokens it takes.
     """
 
@@ -145,7 +152,7 @@ class CacheState:
     repairing: bool = False
     clock: Callable[[], float] = time.time
     random: Callable[[], float] = field(default_factory=lambda: random.Random().random)
-    key_of: Callable[[str, str, EntityId], str] = entry_key
+    get_of: Callable[[str, str, EntityId], CacheGet] = entry_get
     codec: Any = codec
     lease_owner: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     leases_taken: int = 0
@@ -155,15 +162,19 @@ class CacheState:
             self.suspects = Suspects(limit=self.config.max_suspects)
 
     def key(self, namespace: str, entity_id: EntityId) -> str:
-        """The cache key of ``(namespace, entity_id)`` under this state's prefix.
+        """The cache key of ``(namespace, entity_id)`` under this state's prefix."""
+        return self.get_op(namespace, entity_id).key
 
-        A memoizing ``key_of`` raises a bare ``TypeError`` for an unhashable id:
+    def get_op(self, namespace: str, entity_id: EntityId) -> CacheGet:
+        """The op that reads ``(namespace, entity_id)``'s entry; its ``key`` is :meth:`key`'s.
+
+        A memoizing ``get_of`` raises a bare ``TypeError`` for an unhashable id:
         :func:`~wtsim.keys.entry_key` then says which argument is wrong.
         """
         try:
-            return self.key_of(self.config.prefix, namespace, entity_id)
+            return self.get_of(self.config.prefix, namespace, entity_id)
         except TypeError:
-            return entry_key(self.config.prefix, namespace, entity_id)
+            return entry_get(self.config.prefix, namespace, entity_id)
 
     def new_lease(self) -> str:
         """A lease token no other request of any app server holds."""

@@ -38,10 +38,10 @@ import numpy as np
 import simpy
 
 from ..breaker import CircuitBreaker
-from ..keys import entry_key
 from ..ops import CacheQueueWrite, DbRead, DbWrite, Wait
 from ..policies import POLICIES, CacheState, CacheStats, PolicyConfig, drive, write_behind
 from ..policies.flush import FlushConfig, FlushState, FlushStats, flush_once
+from ..policies.state import entry_get
 from .driver import AppServer, Callback, Request, ServiceTimes
 from .faults import FaultModel
 from .ledger import WriteLedger
@@ -127,14 +127,31 @@ def _serialize(row: Row) -> dict:
     return row  # the simulated rows are already plain, JSON-safe dicts
 
 
-_simulated_key = lru_cache(maxsize=1 << 16)(entry_key)
-"""Keys repeat in a simulation (Zipf): remember their encoding, as the real cache does."""
+_simulated_get = lru_cache(maxsize=1 << 16)(entry_get)
+"""Keys repeat in a simulation (Zipf): remember their encoding and their ``CacheGet``, as the real cache does."""
 
 
 class Measured(Request):
     """A request of the workload, and what it needs to judge and record itself when it ends."""
 
     __slots__ = ("simulation", "write", "key", "server_index", "start_s", "u", "trace", "attempt", "newest", "done")
+
+    def __init__(self, policy, performers, simulation: "Simulation", write: bool, key: int, server_index: int,
+                 start_s: float, u: int | None, trace: dict | None, attempt: int, newest: int | None) -> None:
+        # (every slot set here, in one call: this runs once a request)
+        self._policy = policy
+        self._performers = performers
+        self.abandoned = self.done = False
+        self.db_reads = self.db_writes = self.cache_errors = 0
+        self.simulation = simulation
+        self.write = write
+        self.key = key
+        self.server_index = server_index
+        self.start_s = start_s
+        self.u = u
+        self.trace = trace
+        self.attempt = attempt
+        self.newest = newest
 
     def finished(self, value, failure: BaseException | None) -> None:
         """Judge and record the request (once: a request its client gave up was recorded then)."""
@@ -251,7 +268,7 @@ class Simulation:
         env = self.env
         return CacheState(
             config=self.config, breaker=breaker, clock=lambda: env.now, random=self._draws,
-            key_of=_simulated_key, codec=DecodedCodec, lease_owner=owner,
+            get_of=_simulated_get, codec=DecodedCodec, lease_owner=owner,
         )
 
     def _prefill(self) -> None:
@@ -419,12 +436,11 @@ class Simulation:
             policy = self.policy.write(server.state, NAMESPACE, key, lambda table: table.commit(key), _serialize)
         else:
             policy = self.policy.read(server.state, NAMESPACE, key, lambda table: table.row(key), _serialize)
-        request = Measured(policy, server.performers if trace is None else self._tracing(server, trace["ops"]))
-        request.simulation, request.write, request.key, request.server_index = self, write, key, server_index
-        request.start_s, request.u, request.trace, request.attempt, request.done = start, u, trace, attempt, False
         # what the oracle compares a read's answer with: the newest write committed (or, under
         # write-behind, accepted by the cache) when the read began
-        request.newest = None if write else self.world.db.versions[key] if ledger is None else ledger.newest(key)
+        newest = None if write else self.world.db.versions[key] if ledger is None else ledger.newest(key)
+        request = Measured(policy, server.performers if trace is None else self._tracing(server, trace["ops"]),
+                           self, write, key, server_index, start, u, trace, attempt, newest)
         self.in_flight += 1
         request.start()
         if s.request_timeout_s is not None and not request.done:
