@@ -227,7 +227,9 @@ def test_cache_flush_cache_set_fail_and_cache_crash_on_a_private_server():
     run = run_load(scenario(write_rate=100.0, ttl_s=3600.0, faults=(
         Fault("cache-flush", 0.9), Fault("cache-set-fail", 1.3, 2.0), Fault("cache-crash", 2.3, 2.5))))
     before, after = records_in(run, 0.3, 0.9), records_in(run, 0.9, 1.1)
-    assert before and sum(r.db_reads for r in before) == 0  # prefilled, no TTL: all hits
+    # Prefilled, no TTL: hits. On a loaded machine a write's update can time out and become an
+    # invalidation, so one read in a hundred may miss; after the flush most of them do.
+    assert before and sum(r.db_reads > 0 for r in before) <= 0.01 * len(before)
     assert sum(r.db_reads for r in after) > 0.5 * len(after)  # the cache restarted empty
     assert any("cache-flush" in what for _, what in run.faults)
     writes = records_in(run, 1.35, 1.95, kind="write")
