@@ -291,7 +291,7 @@ def test_redis_kill_9_loses_exactly_the_unflushed_writes_without_an_aof(persiste
 
 # -- 4. a burst larger than the flusher's throughput -----------------------------------------
 
-DELAY_S = 0.003  # per row applied: the flusher writes at most ~330 rows/s
+DELAY_S = 0.006  # per row applied: the flusher writes at most ~165 rows/s, well below a loaded machine's burst
 
 
 def test_a_burst_grows_the_queue_and_the_lag_and_both_come_back(server, database, tmp_path):
@@ -324,7 +324,7 @@ def test_a_burst_grows_the_queue_and_the_lag_and_both_come_back(server, database
     lengths = [s[1] for s in samples]
     assert lengths[0] >= 400 and lengths[-1] == 0
     assert all(b <= a for a, b in zip(lengths, lengths[1:]))  # no writer: the queue only shrinks
-    # The last of >= 400 waiting rows waits for those ahead of it, >= 3 ms each: over 1 s (0.5 s leaves room
+    # The last of >= 400 waiting rows waits for those ahead of it, >= 6 ms each: over 2 s (0.5 s leaves room
     # for a batch in progress and the sampling interval).
     peak_age = max(s[3] for s in samples)
     assert peak_age >= 0.5, samples
