@@ -43,7 +43,7 @@ import math
 from typing import Any, Callable
 
 from ..keys import EntityId, namespace_prefix
-from ..ops import CacheGet, CacheLease, CacheSetLeased, CacheUnavailable, Wait
+from ..ops import CacheLease, CacheSetLeased, CacheUnavailable, Wait
 from . import guarded
 from .entries import count_update, read_database, ttl_for, update_op, version_of
 from .guarded import Policy

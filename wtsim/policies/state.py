@@ -141,7 +141,8 @@ class CacheState:
     runs the policy on simulated time and a seeded stream. ``get_of`` gives an
     entity's key, inside the ``CacheGet`` every read sends (:func:`entry_get`; a
     driver memoizes it: hot keys repeat, and one lookup then stands for encoding
-    a key and building an op) and ``codec`` wraps values (:mod:`wtsim.codec`; the simulator keeps entries decoded).
+    a key and building an op) and ``codec`` wraps values (:mod:`wtsim.codec`;
+    the simulator keeps entries decoded).
     ``lease_owner`` names this app server in the lease tokens it takes.
     """
 

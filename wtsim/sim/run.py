@@ -138,11 +138,8 @@ class Measured(Request):
 
     def __init__(self, policy, performers, simulation: "Simulation", write: bool, key: int, server_index: int,
                  start_s: float, u: int | None, trace: dict | None, attempt: int, newest: int | None) -> None:
-        # (every slot set here, in one call: this runs once a request)
-        self._policy = policy
-        self._performers = performers
-        self.abandoned = self.done = False
-        self.db_reads = self.db_writes = self.cache_errors = 0
+        super().__init__(policy, performers)
+        self.done = False
         self.simulation = simulation
         self.write = write
         self.key = key
