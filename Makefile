@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+# make test's pytest-xdist workers: one a CPU (JOBS=0: all in one process)
+JOBS   ?= auto
 
 .PHONY: demo test lab notebooks bench clean
 
@@ -13,7 +15,7 @@ demo: $(VENV)/.core
 	$(BIN)/wtsim demo
 
 test: $(VENV)/.dev
-	$(BIN)/python -m pytest --nbval-lax --nbval-current-env tests notebooks
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile --no-loadscope-reorder --nbval-lax --nbval-current-env tests notebooks
 
 lab: $(VENV)/.dev
 	$(BIN)/jupyter lab notebooks/

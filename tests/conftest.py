@@ -238,8 +238,38 @@ def raw(server):
     client.close()
 
 
+REAL_TIME = frozenset({
+    "test_load.py", "test_write_behind_crash.py", "test_cluster.py", "test_proxy.py", "test_cache_faults.py",
+    "10-the-model-against-reality.ipynb", "10-the-model-against-reality-solutions.ipynb",
+})
+"""The files whose tests judge real time (live load runs against a CPU budget, timeouts, failovers)."""
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """``make test``'s scheduler (``-n auto --dist loadfile``): the files of :data:`REAL_TIME` as one unit.
+
+    As ``loadfile``, a file's tests run on one worker, in order (a notebook's
+    cells share its kernel); the real-time files run one after another, so that
+    two live runs never compete for the CPU. :func:`pytest_collection_modifyitems`
+    puts them first, and ``--no-loadscope-reorder`` keeps that order: the longest
+    unit starts at once.
+    """
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class RealTimeTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = super()._split_scope(nodeid)
+            return "real-time" if path.rsplit("/", 1)[-1] in REAL_TIME else path
+
+    return RealTimeTogether(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Run the cluster backend over SQLite only: PostgreSQL adds nothing the cluster could break.
+    """Put the real-time files first; run the cluster backend over SQLite only.
+
+    The cluster backend runs over SQLite only: PostgreSQL adds nothing the cluster could break.
 
     The asyncio driver does not run on Redis Cluster: those combinations are
     dropped too; and the few tests of :data:`aio_facade.SYNC_ONLY` skip on it.
@@ -260,4 +290,5 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=f"asyncio driver: {SYNC_ONLY[item.originalname]}"))
     if dropped:
         config.hook.pytest_deselected(items=dropped)
-        items[:] = kept
+    kept.sort(key=lambda item: item.path.name not in REAL_TIME)  # stable: each file keeps its order
+    items[:] = kept

@@ -227,9 +227,13 @@ def test_cache_flush_cache_set_fail_and_cache_crash_on_a_private_server():
     run = run_load(scenario(write_rate=100.0, ttl_s=3600.0, faults=(
         Fault("cache-flush", 0.9), Fault("cache-set-fail", 1.3, 2.0), Fault("cache-crash", 2.3, 2.5))))
     before, after = records_in(run, 0.3, 0.9), records_in(run, 0.9, 1.1)
-    # Prefilled, no TTL: hits. On a loaded machine a write's update can time out and become an
-    # invalidation, so one read in a hundred may miss; after the flush most of them do.
-    assert before and sum(r.db_reads > 0 for r in before) <= 0.01 * len(before)
+    # Prefilled, no TTL: every read before the flush hits, unless a cache call timed out on a
+    # loaded machine: the read's own GET (it then asks the database), or an earlier write's
+    # update (the policy then invalidates that key). After the flush most reads miss.
+    invalidated = {w.key for w in run.records if w.kind == "write" and w.cache_errors and w.start < 0.9}
+    misses = [r for r in before if r.db_reads]
+    assert before and len(misses) <= 0.1 * len(before), misses
+    assert all(r.cache_errors or r.key in invalidated for r in misses), misses
     assert sum(r.db_reads for r in after) > 0.5 * len(after)  # the cache restarted empty
     assert any("cache-flush" in what for _, what in run.faults)
     writes = records_in(run, 1.35, 1.95, kind="write")
