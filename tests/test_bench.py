@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from wtsim.bench import ASYNC_CASES, CASES, DRAIN_TARGET, WRITE_BEHIND_TARGET, bench_cache, format_cache_bench
+from wtsim.bench import (ASYNC_CASES, CASES, DRAIN_TARGET, WRITE_BEHIND_TARGET, _paired, _summary, bench_cache,
+                         format_cache_bench)
 from wtsim.sim.bench import bench_sim, format_sim_bench
 
 
 @pytest.fixture(scope="module")
 def cache_rows():
     """One small run of the cache bench on the embedded fakeredis, draining into a temporary SQLite file."""
-    return bench_cache(None, reads=20, writes=3, rounds=2, drain_rows=100, drain_rounds=1)
+    return bench_cache(None, reads=20, writes=3, rounds=2, write_rounds=2, drain_rows=100, drain_rounds=1)
 
 
 def test_cache_bench_measures_every_case(cache_rows):
@@ -23,10 +24,24 @@ def test_cache_bench_measures_every_case(cache_rows):
     ] + [("write-behind", "queue", "write"), ("write-behind", "batch100/1", "drain")]
     assert ("cache-aside", "naive") in cases and ("write-through", "leases") in cases
     for row in rows:
-        assert row["cache_s"] > 0 and row["raw_s"] > 0
-        assert row["ratio"] == row["raw_s"] / row["cache_s"]
+        assert row["cache_s"] > 0 and row["raw_s"] > 0 and row["ratio"] > 0
+    drain = rows[-1]
+    assert drain["ratio"] == drain["raw_s"] / drain["cache_s"]  # the drain's is a plain quotient
     table = format_cache_bench(rows, None)
     assert table.count("\n") == len(rows) + 2 and table.startswith("Redis: embedded fakeredis")
+
+
+def test_a_ratio_is_the_median_of_the_pairs_ratios_and_the_times_their_blocks_medians():
+    """Pairs (cache 1 s, raw 2 s), (2, 2), (4, 2): ratios 2, 1, 0.5; the median pair, not the medians' quotient."""
+    assert _summary([1.0, 2.0, 4.0], [2.0, 2.0, 2.0]) == {"cache_s": 2.0, "raw_s": 2.0, "ratio": 1.0}
+    assert _summary([1.0, 1.0, 3.0], [2.0, 3.0, 3.0])["ratio"] == 2.0  # ratios 2, 3, 1: the quotient would be 3
+
+
+def test_paired_blocks_take_turns_going_first_and_run_between_after_each_pair():
+    calls: list[str] = []
+    row = _paired(lambda: calls.append("c"), lambda: calls.append("r"), 2, 4, between=lambda: calls.append("|"))
+    assert "".join(calls) == "ccrr|rrcc|ccrr|rrcc|"
+    assert row["cache_s"] > 0 and row["raw_s"] > 0 and row["ratio"] > 0
 
 
 def test_cache_bench_reports_the_asyncio_driver(cache_rows):
@@ -61,7 +76,7 @@ def test_cache_bench_drains_into_the_given_database(tmp_path):
     from wtsim import make_engine
 
     url = f"sqlite:///{tmp_path / 'drain.db'}"
-    rows = bench_cache(None, reads=5, writes=1, rounds=1, database_url=url, drain_rows=20, drain_rounds=1)
+    rows = bench_cache(None, reads=5, writes=1, rounds=1, write_rounds=1, database_url=url, drain_rows=20, drain_rounds=1)
     assert rows[-1]["database"] == url and (tmp_path / "drain.db").exists()
     engine = make_engine(url)
     assert inspect(engine).get_table_names() == []

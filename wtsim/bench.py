@@ -1,7 +1,8 @@
 """``wtsim bench cache``: what a cache's policy layer costs over hand-written calls.
 
-Both sides do the same I/O on the same servers, in one run, alternating in
-rounds so that drift in the machine's speed hits both alike:
+Both sides do the same I/O on the same servers, in one run, in pairs of short
+blocks (a block of the one, then a block of the other, in turns which goes
+first), so that drift in the machine's speed hits both alike:
 
 * read:  ``cache.read`` of a cached key  vs  ``GET`` + ``json.loads``
 * write: ``cache.write`` (ORM update, commit, cache update)  vs  the same calls
@@ -25,9 +26,11 @@ against the same calls by hand on ``redis.asyncio`` and an ``AsyncSession``
 A hit with leases is still one ``GET``: leases cost a round trip
 only on a miss, so the read row shows that they cost a hit nothing. The ratio
 is raw time / cache time: 1.0 means the policy layer is free, 0.8 means it
-costs a fifth. Each figure is the median of the rounds' per-operation times: a
-write's commit waits for the disk, whose hiccups would swing a single long run
-either way.
+costs a fifth. It is the median of the pairs' ratios, and each time shown the
+median of its blocks' per-operation times: the network's and the disk's hiccups
+(a write's commit waits for the disk) would swing a single long run either way,
+and they swing a ratio of medians taken over long rounds by several per cent,
+more than a read hit's target leaves; paired short blocks hold it to about one.
 """
 
 from __future__ import annotations
@@ -88,12 +91,38 @@ def _per_op(fn: Callable[[], object], n: int) -> float:
     return (time.perf_counter() - start) / n
 
 
+def _paired(cached: Callable[[], object], raw: Callable[[], object], n: int, rounds: int,
+            between: Callable[[], object] | None = None) -> dict:
+    """Time ``rounds`` pairs of blocks of ``n`` calls, the side that goes first in turns; see :func:`_summary`.
+
+    ``between`` runs after each pair, outside the timing.
+    """
+    cache_t, raw_t = [], []
+    for i in range(rounds):
+        if i % 2:
+            raw_t.append(_per_op(raw, n))
+            cache_t.append(_per_op(cached, n))
+        else:
+            cache_t.append(_per_op(cached, n))
+            raw_t.append(_per_op(raw, n))
+        if between is not None:
+            between()
+    return _summary(cache_t, raw_t)
+
+
+def _summary(cache_t: list[float], raw_t: list[float]) -> dict:
+    """A row's times (the medians of the blocks' seconds per operation) and its ratio (the median of the pairs')."""
+    return {"cache_s": statistics.median(cache_t), "raw_s": statistics.median(raw_t),
+            "ratio": statistics.median(r / c for c, r in zip(cache_t, raw_t))}
+
+
 def bench_cache(
     redis_url: str | None = "redis://127.0.0.1:6379/0",
     *,
-    reads: int = 1000,
-    writes: int = 50,
-    rounds: int = 15,
+    reads: int = 20,
+    writes: int = 5,
+    rounds: int = 750,
+    write_rounds: int = 150,
     database_url: str | None = None,
     drain_rows: int = 2000,
     drain_rounds: int = 3,
@@ -102,6 +131,8 @@ def bench_cache(
     """Measure every case of :data:`CASES`, then write-behind; one dict per (operation, policy, mode).
 
     ``cache_s`` and ``raw_s`` are seconds per operation (per row for the drain).
+    Reads are timed in ``rounds`` pairs of blocks of ``reads`` calls (the queue
+    write too), writes in ``write_rounds`` pairs of ``writes``; see :func:`_paired`.
     The drain runs ``drain_rows`` rows at batch 100 and a tenth of them at batch
     1, ``drain_rounds`` times, into ``database_url`` (``None``: a temporary SQLite
     file); its row also holds ``rows_per_s`` and ``database``.
@@ -117,15 +148,16 @@ def bench_cache(
                 cache = cls(redis, prefix="wtsim-bench", **options)
                 key = cache.key(NS, PID)
                 redis.delete(key)
-                for row in _bench_case(cache, redis, db, key, reads, writes, rounds, progress, f"{policy} {mode}"):
+                for row in _bench_case(cache, redis, db, key, reads, writes, rounds, write_rounds, progress,
+                                       f"{policy} {mode}"):
                     row_target = READ_HIT_TARGET if row["operation"] == "read" else target
                     results.append({**row, "policy": policy, "mode": mode, "target": row_target})
                 redis.delete(key)
         engine.dispose()
         for policy, mode, class_name, options, target in ASYNC_CASES:
             rows = asyncio.run(_bench_async_case(redis_url, f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}",
-                                                 class_name, options, reads, writes, rounds, progress,
-                                                 f"{policy} {mode}"))
+                                                 class_name, options, reads, writes, rounds, write_rounds,
+                                                 progress, f"{policy} {mode}"))
             results += [{**row, "policy": policy, "mode": mode, "target": target} for row in rows]
         results.append({**_bench_queue_write(redis, reads, rounds, progress),
                         "policy": "write-behind", "mode": "queue", "target": WRITE_BEHIND_TARGET})
@@ -156,16 +188,10 @@ def _bench_queue_write(redis, n: int, rounds: int, progress) -> dict:
 
     redis.delete(key, stream)
     cache.write(NS, PID, row | {"stock": 0}, version_reader=lambda db: 0)  # cached from here on: one round trip
-    cache_t, raw_t = [], []
-    try:
-        for _ in range(rounds):
-            raw_t.append(_per_op(raw_write, n))
-            cache_t.append(_per_op(cached_write, n))
-            redis.delete(stream)  # keep the stream short, outside the timing
+    try:  # (the stream kept short, outside the timing)
+        return {"operation": "write", **_paired(cached_write, raw_write, n, rounds, lambda: redis.delete(stream))}
     finally:
         redis.delete(key, stream)
-    c, r = statistics.median(cache_t), statistics.median(raw_t)
-    return {"operation": "write", "cache_s": c, "raw_s": r, "ratio": r / c}
 
 
 def _drain_model(table: str):
@@ -238,7 +264,7 @@ def _shown(url: str) -> str:
         return "(unparsable URL)"
 
 
-def _bench_case(cache, redis, db, key, reads, writes, rounds, progress, label) -> list[dict]:
+def _bench_case(cache, redis, db, key, reads, writes, rounds, write_rounds, progress, label) -> list[dict]:
     counter = iter(range(10**9))
     versioned = cache.config.versioned
     set_if_newer = redis.register_script(scripts.SET_IF_NEWER)
@@ -270,22 +296,18 @@ def _bench_case(cache, redis, db, key, reads, writes, rounds, progress, label) -
         json.loads(redis.get(key))
 
     out = []
-    for op, cached, raw, n in (("read", cached_read, raw_read, reads), ("write", cached_write, raw_write, writes)):
+    for op, cached, raw, n, pairs in (("read", cached_read, raw_read, reads, rounds),
+                                      ("write", cached_write, raw_write, writes, write_rounds)):
         if progress:
             progress(f"{op} ({label})")
         cached_write()
         cached_read()  # the key is cached from here on (cache-aside: the read populates it)
-        cache_t, raw_t = [], []
-        for _ in range(rounds):
-            raw_t.append(_per_op(raw, n))
-            cache_t.append(_per_op(cached, n))
-        c, r = statistics.median(cache_t), statistics.median(raw_t)
-        out.append({"operation": op, "cache_s": c, "raw_s": r, "ratio": r / c})
+        out.append({"operation": op, **_paired(cached, raw, n, pairs)})
     return out
 
 
-async def _bench_async_case(redis_url, database_url, class_name, options, reads, writes, rounds, progress,
-                            label) -> list[dict]:
+async def _bench_async_case(redis_url, database_url, class_name, options, reads, writes, rounds, write_rounds,
+                            progress, label) -> list[dict]:
     """An asyncio cache's read hit and write vs the same calls by hand on redis.asyncio and an AsyncSession."""
     from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -330,18 +352,18 @@ async def _bench_async_case(redis_url, database_url, class_name, options, reads,
                 json.loads(await redis.get(key))
 
             await redis.delete(key)
-            for op, cached, raw, n in (("read", cached_read, raw_read, reads),
-                                       ("write", cached_write, raw_write, writes)):
+            for op, cached, raw, n, pairs in (("read", cached_read, raw_read, reads, rounds),
+                                              ("write", cached_write, raw_write, writes, write_rounds)):
                 if progress:
                     progress(f"{op} ({label})")
                 await cached_write()
                 await cached_read()  # the key is cached from here on
                 cache_t, raw_t = [], []
-                for _ in range(rounds):
-                    raw_t.append(await per_op(raw, n))
-                    cache_t.append(await per_op(cached, n))
-                c, r = statistics.median(cache_t), statistics.median(raw_t)
-                out.append({"operation": op, "cache_s": c, "raw_s": r, "ratio": r / c})
+                for i in range(pairs):  # as _paired: the side that goes first in turns
+                    first, second = (raw_t, raw), (cache_t, cached)
+                    for times, fn in (first, second) if i % 2 else (second, first):
+                        times.append(await per_op(fn, n))
+                out.append({"operation": op, **_summary(cache_t, raw_t)})
     finally:
         await redis.delete(key)
         await redis.aclose()
