@@ -97,17 +97,19 @@ def _paired(cached: Callable[[], object], raw: Callable[[], object], n: int, rou
 
     ``between`` runs after each pair, outside the timing.
     """
-    cache_t, raw_t = [], []
+    cache_t: list[float] = []
+    raw_t: list[float] = []
     for i in range(rounds):
-        if i % 2:
-            raw_t.append(_per_op(raw, n))
-            cache_t.append(_per_op(cached, n))
-        else:
-            cache_t.append(_per_op(cached, n))
-            raw_t.append(_per_op(raw, n))
+        for times, fn in _in_turns(i, (cache_t, cached), (raw_t, raw)):
+            times.append(_per_op(fn, n))
         if between is not None:
             between()
     return _summary(cache_t, raw_t)
+
+
+def _in_turns(i: int, cache_side: tuple, raw_side: tuple) -> tuple:
+    """Pair ``i``'s two sides in the order they run: the cache first in even pairs, the raw calls in odd ones."""
+    return (raw_side, cache_side) if i % 2 else (cache_side, raw_side)
 
 
 def _summary(cache_t: list[float], raw_t: list[float]) -> dict:
@@ -358,10 +360,10 @@ async def _bench_async_case(redis_url, database_url, class_name, options, reads,
                     progress(f"{op} ({label})")
                 await cached_write()
                 await cached_read()  # the key is cached from here on
-                cache_t, raw_t = [], []
-                for i in range(pairs):  # as _paired: the side that goes first in turns
-                    first, second = (raw_t, raw), (cache_t, cached)
-                    for times, fn in (first, second) if i % 2 else (second, first):
+                cache_t: list[float] = []
+                raw_t: list[float] = []
+                for i in range(pairs):  # as _paired
+                    for times, fn in _in_turns(i, (cache_t, cached), (raw_t, raw)):
                         times.append(await per_op(fn, n))
                 out.append({"operation": op, **_summary(cache_t, raw_t)})
     finally:
