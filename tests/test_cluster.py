@@ -363,8 +363,8 @@ def test_an_update_the_dead_primary_never_replicated_is_stale_until_its_ttl(own_
     pid = sorted(db_rows(catalog_engine))[0]
     key = cache.key("products", pid)
     with Session(catalog_engine) as db:
+        written_at = time.monotonic()  # before version N is cached: the stale entry's TTL runs from then
         primary, old, r = cut_off_replica(own_cluster, cache, db, pid)
-        written_at = time.monotonic()
         new = product_dict(cache.write(db, "products", pid, bump_stock(pid), product_dict))
     with primary.client() as p:
         assert decode(p.get(key)).version == new["version"] == old["version"] + 1  # acknowledged ...
