@@ -99,10 +99,22 @@ def test_cache_bench_marks_a_ratio_below_its_target():
 
 
 def test_sim_bench_compares_the_same_number_of_requests():
-    """The simulator and the bare loop run the same requests; the ratio is their speeds' quotient."""
-    figures = bench_sim(requests=3000, rounds=1)
-    assert 2500 < figures["requests"] < 3500
-    assert figures["ratio"] == figures["sim_requests_per_s"] / figures["bare_requests_per_s"]
+    """Each run beside a bare loop of the same length; the ratio is the median of the runs' ratios."""
+    figures = bench_sim(requests=9000, block=3000)
+    assert figures["pairs"] == 3
+    assert 8000 < figures["requests"] < 10000  # Poisson arrivals: about 3,000 a run
+    low, high = figures["ratio_quartiles"]
+    assert 0 < low <= figures["ratio"] <= high
+    assert figures["setup_s"] > 0 and figures["fold_s"] > 0
     table = format_sim_bench(figures)
-    assert "ratio (target >= 0.6)" in table
+    assert "ratio (target >= 0.6)" in table and "in 3 runs" in table
     assert table.endswith("ok") == (figures["ratio"] >= 0.6) and table.endswith("BELOW TARGET") != table.endswith("ok")
+
+
+def test_sim_bench_times_the_event_loop_apart_from_setup_and_fold():
+    """simulator() gives the loop, the setup and the fold their own times, on the scenario's requests."""
+    from wtsim.sim.bench import simulator
+
+    figures = simulator(2000, seed=1)
+    assert set(figures) == {"requests", "setup_s", "run_s", "fold_s"}
+    assert 1500 < figures["requests"] < 2500 and min(figures["setup_s"], figures["run_s"], figures["fold_s"]) > 0

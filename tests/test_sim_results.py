@@ -179,8 +179,45 @@ def test_bench_reports_both_rates_and_their_ratio():
     """bench_sim() measures the simulator and the bare loop on the same requests and gives the ratio."""
     from wtsim.sim.bench import bench_sim, format_sim_bench
 
-    figures = bench_sim(requests=3000, rounds=1)
-    assert figures["requests"] > 2500
+    figures = bench_sim(requests=3000, block=3000)
+    assert figures["requests"] > 2500 and figures["pairs"] == 1
     assert figures["sim_requests_per_s"] > 0 and figures["bare_requests_per_s"] > 0
+    # one run: its ratio is the quotient of its two rates
     assert figures["ratio"] == pytest.approx(figures["sim_requests_per_s"] / figures["bare_requests_per_s"])
     assert "ratio (target >= 0.6)" in format_sim_bench(figures)
+
+
+def test_arrivals_come_in_slices_that_add_up_to_each_second():
+    """A second's arrivals are drawn together and handed out SLICE at a time, in order."""
+    from wtsim.sim.workload import SLICE
+
+    def workload():
+        return Workload(duration_s=2, read_rate=3000.0, write_rate=300.0, n_keys=50, zipf_alpha=1.0,
+                        app_servers=3, bursts=(), arrivals_rng=np.random.default_rng(1),
+                        keys_rng=np.random.default_rng(2), servers_rng=np.random.default_rng(3))
+
+    chunks = list(workload().chunks())
+    assert all(len(times) <= SLICE for times, *_ in chunks) and len(chunks) > 2
+    times = [t for chunk in chunks for t in chunk[0]]
+    assert times == sorted(times) and 6000 < len(times) < 7200
+    assert all(len({len(column) for column in chunk}) == 1 for chunk in chunks)
+    assert {s for chunk in chunks for s in chunk[3]} == {0, 1, 2}
+    assert times == [t for chunk in workload().chunks() for t in chunk[0]]  # seeded: the same again
+
+
+def test_the_simulators_key_memo_gives_each_key_one_op_and_falls_back_outside_it():
+    """memoized_gets: one CacheGet per key of the run's namespace and prefix; anything else made afresh."""
+    from wtsim.policies.state import entry_get
+    from wtsim.sim.run import MEMO_KEYS, NAMESPACE, memoized_gets
+
+    get_of = memoized_gets("wtc", 10)
+    op = get_of("wtc", NAMESPACE, 7)
+    assert op == entry_get("wtc", NAMESPACE, 7) and get_of("wtc", NAMESPACE, 7) is op
+    assert get_of("wtc", "other", 7).key == entry_get("wtc", "other", 7).key != op.key
+    assert get_of("app", NAMESPACE, 7).key == entry_get("app", NAMESPACE, 7).key != op.key
+    for outside in (0, 11, -1):  # not kept, never a wrong index
+        assert get_of("wtc", NAMESPACE, outside) == entry_get("wtc", NAMESPACE, outside)
+        assert get_of("wtc", NAMESPACE, outside) is not get_of("wtc", NAMESPACE, outside)
+    big = memoized_gets("wtc", 10 * MEMO_KEYS)
+    assert big("wtc", NAMESPACE, MEMO_KEYS) is big("wtc", NAMESPACE, MEMO_KEYS)
+    assert big("wtc", NAMESPACE, MEMO_KEYS + 1) is not big("wtc", NAMESPACE, MEMO_KEYS + 1)

@@ -103,9 +103,11 @@ class Request:
     ``performers``) and hands itself over; the performer calls :meth:`resume`
     when the op's time has passed, with its result or its failure (or lets
     :meth:`answered` take the result from a timeout's value). A cache op is then
-    one SimPy timeout and one callback. The request counts its ops as a
-    :class:`Tally` does, and calls :meth:`finished` once, when the policy
-    returns (or one of :data:`FAILURES` escapes it): a subclass records it.
+    one SimPy timeout and one callback. The request carries the counts a
+    :class:`Tally` holds (the database performers count the queries it sends,
+    the request the cache failures thrown in), and calls :meth:`finished`
+    once, when the policy returns (or one of :data:`FAILURES` escapes it): a
+    subclass records it.
     Only the failures the simulated world produces are thrown in; anything else
     is a bug in the simulator and ends the run loudly.
     """
@@ -150,12 +152,7 @@ class Request:
             return self.finished(stop.value, None)
         except FAILURES as exc:
             return self.finished(None, exc)
-        kind = type(op)
-        if kind is DbRead:
-            self.db_reads += 1
-        elif kind is DbWrite:
-            self.db_writes += 1
-        self._performers[kind](op, self)
+        self._performers[type(op)](op, self)
 
     def answered(self, event: simpy.Event) -> None:
         """The callback of an op's last event, whose value is the op's result."""
@@ -371,6 +368,7 @@ class AppServer:
     # -- the database ------------------------------------------------------------------------
 
     def _db_read(self, op: DbRead, request: Request) -> None:
+        request.db_reads += 1
         env, pool = self.env, self.pool
         issued = env.now
         connection = pool.request()
@@ -392,6 +390,7 @@ class AppServer:
         connection.callbacks.append(granted)
 
     def _db_write(self, op: DbWrite, request: Request) -> None:
+        request.db_writes += 1
         env, pool = self.env, self.pool
         issued = env.now
         connection = pool.request()

@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from functools import lru_cache
 from itertools import chain
 from typing import Callable
 
@@ -38,7 +37,7 @@ import numpy as np
 import simpy
 
 from ..breaker import CircuitBreaker
-from ..ops import CacheQueueWrite, DbRead, DbWrite, Wait
+from ..ops import CacheGet, CacheQueueWrite, DbRead, DbWrite, Wait
 from ..policies import POLICIES, CacheState, CacheStats, PolicyConfig, drive, write_behind
 from ..policies.flush import FlushConfig, FlushState, FlushStats, flush_once
 from ..policies.state import entry_get
@@ -127,60 +126,103 @@ def _serialize(row: Row) -> dict:
     return row  # the simulated rows are already plain, JSON-safe dicts
 
 
-_simulated_get = lru_cache(maxsize=1 << 16)(entry_get)
-"""Keys repeat in a simulation (Zipf): remember their encoding and their ``CacheGet``, as the real cache does."""
+MEMO_KEYS = 1 << 16
+"""How many keys' ``CacheGet`` a simulation remembers: keys 1 to this (the popular ones, and a trace's first)."""
+
+
+def memoized_gets(prefix: str, n_keys: int) -> Callable[[str, str, int], CacheGet]:
+    """A ``get_of`` for one run's app servers: each key's ``CacheGet`` is made once (keys repeat: Zipf).
+
+    A list indexed by the key number finds it in one step. (``functools.lru_cache``
+    did the same through a dict of argument tuples and a linked list: six objects
+    scattered in memory a hit, which cost more than the lookup once there are
+    thousands of keys.) Only the keys 1 .. :data:`MEMO_KEYS` of ``NAMESPACE`` under
+    ``prefix`` are kept; anything else is made afresh.
+    """
+    run_prefix = prefix
+    ops: list[CacheGet | None] = [None] * (min(n_keys, MEMO_KEYS) + 1)
+    last = len(ops) - 1
+
+    def get_of(prefix: str, namespace: str, entity_id: int) -> CacheGet:
+        if namespace is not NAMESPACE or prefix is not run_prefix or not 0 < entity_id <= last:
+            return entry_get(prefix, namespace, entity_id)
+        op = ops[entity_id]
+        if op is None:
+            op = ops[entity_id] = entry_get(prefix, namespace, entity_id)
+        return op
+
+    return get_of
 
 
 class Measured(Request):
-    """A request of the workload, and what it needs to judge and record itself when it ends."""
+    """A request of the workload: what it needs to record itself when it ends, once (:class:`Read`, :class:`Write`)."""
 
-    __slots__ = ("simulation", "write", "key", "server_index", "start_s", "u", "trace", "attempt", "newest", "done")
+    __slots__ = ("simulation", "key", "server_index", "start_s", "attempt", "trace", "done")
+    WRITE = False  # a read or a write, as its retry is told
 
-    def __init__(self, policy, performers, simulation: "Simulation", write: bool, key: int, server_index: int,
-                 start_s: float, u: int | None, trace: dict | None, attempt: int, newest: int | None) -> None:
-        super().__init__(policy, performers)
-        self.done = False
+    def __init__(self, policy, performers, simulation: "Simulation", key: int, server_index: int,
+                 start_s: float, attempt: int, trace: dict | None) -> None:
+        Request.__init__(self, policy, performers)
         self.simulation = simulation
-        self.write = write
         self.key = key
         self.server_index = server_index
         self.start_s = start_s
-        self.u = u
-        self.trace = trace
         self.attempt = attempt
-        self.newest = newest
+        self.trace = trace
+        self.done = False
 
     def finished(self, value, failure: BaseException | None) -> None:
-        """Judge and record the request (once: a request its client gave up was recorded then)."""
+        """Record the request (once: a request its client gave up was recorded then); retry it if it failed."""
         if self.done:
             return
         self.done = True
         sim = self.simulation
         sim.in_flight -= 1
-        write, key, ledger, recorder, start, u = self.write, self.key, sim.ledger, sim.recorder, self.start_s, self.u
-        latency = sim.env.now - start
-        staleness = None
+        self.record(value, failure, sim.env.now - self.start_s)
         if failure is not None:
-            version = None
-        elif write:
-            version = value if u is not None else value["version"]
-        else:
+            sim._retry(self.WRITE, self.key, self.server_index, self.attempt)
+
+    def record(self, value, failure: BaseException | None, latency: float) -> None:
+        """Judge and record what the policy returned (``value``) or failed with."""
+        raise NotImplementedError
+
+
+class Read(Measured):
+    """A read, judged by the oracle against ``newest``: the newest write committed (or, under
+    write-behind, accepted by the cache) when the read began."""
+
+    __slots__ = ("newest",)
+
+    def record(self, value, failure: BaseException | None, latency: float) -> None:
+        sim, start = self.simulation, self.start_s
+        version = staleness = None
+        if failure is None:
             version = value["version"]
-        if write:
-            recorder.write(start, latency, self, failure is not None)
-            if u is not None and failure is None:
-                ledger.acknowledged(u, start, sim.env.now)
-        else:
-            newest = self.newest
-            if ledger is not None:
-                staleness = None if failure is not None else ledger.staleness(key, value, newest, start)
-            elif version is not None and version < newest:  # fast path: the newest version is always fresh
-                staleness = sim.world.db.staleness(key, version, newest, start)  # the oracle decides
-            recorder.read(start, latency, self, failure is not None, staleness)
+            if sim.ledger is not None:
+                staleness = sim.ledger.staleness(self.key, value, self.newest, start)
+            elif version < self.newest:  # the newest version is always fresh: ask the oracle only otherwise
+                staleness = sim.world.db.staleness(self.key, version, self.newest, start)
+        sim.recorder.read(start, latency, self, failure is not None, staleness)
         if self.trace is not None:
             self.trace.update(version=version, failed=failure is not None, latency_s=latency, staleness_s=staleness)
-        if failure is not None:
-            sim._retry(write, key, self.server_index, self.attempt)
+
+
+class Write(Measured):
+    """A write; under write-behind ``u`` numbers it for the ledger, which it tells once acknowledged."""
+
+    __slots__ = ("u",)
+    WRITE = True
+
+    def record(self, value, failure: BaseException | None, latency: float) -> None:
+        sim, start, u = self.simulation, self.start_s, self.u
+        version = None
+        if failure is None:
+            version = value["version"] if u is None else value  # write-behind's write answers its version
+        sim.recorder.write(start, latency, self, failure is not None)
+        if u is not None and failure is None:
+            sim.ledger.acknowledged(u, start, sim.env.now)
+        if self.trace is not None:
+            self.trace.update(version=version, failed=failure is not None, latency_s=latency, staleness_s=None)
 
 
 class Simulation:
@@ -199,6 +241,7 @@ class Simulation:
         self.write_behind = s.policy == "write-behind"
         self.ledger = WriteLedger() if self.write_behind else None
         self.in_flight = 0  # requests started and not done
+        self._at_warmup: dict[str, int] = {}  # the policy counters as the warm-up ended
         self.arriving = 1 + bool(s.requests)  # arrival processes still issuing requests (Poisson, scripted)
         self.workload = poisson_workload(s, arrivals, keys, servers) if self.trace is None \
             else TraceWorkload(self.trace, s.app_servers, servers)
@@ -217,6 +260,7 @@ class Simulation:
             lease_retries=s.lease_retries,
             early_recompute_beta=s.early_recompute_beta,
         )
+        self._gets = memoized_gets(self.config.prefix, self.n_keys)
         pool = simpy.Resource(env, capacity=s.db_connections)
         service_times = ServiceTimes(service, deterministic=s.service == "deterministic")
         self.servers = [
@@ -265,7 +309,7 @@ class Simulation:
         env = self.env
         return CacheState(
             config=self.config, breaker=breaker, clock=lambda: env.now, random=self._draws,
-            get_of=_simulated_get, codec=DecodedCodec, lease_owner=owner,
+            get_of=self._gets, codec=DecodedCodec, lease_owner=owner,
         )
 
     def _prefill(self) -> None:
@@ -291,7 +335,12 @@ class Simulation:
     # -- processes -------------------------------------------------------------------------------
 
     def run(self, progress: Callable[[float], None] | None = None) -> Result:
-        """Run to the end (arrivals stop at ``duration_s``, requests in flight finish)."""
+        """Run to the end (arrivals stop at ``duration_s``, requests in flight finish); what it measured."""
+        self.simulate(progress)
+        return self.result()
+
+    def simulate(self, progress: Callable[[float], None] | None = None) -> None:
+        """The event loop: every request arrives, is served and recorded (:meth:`run`'s first half)."""
         env = self.env
         if progress is not None:
             env.process(self._ticks(progress))
@@ -302,12 +351,15 @@ class Simulation:
             env.process(self._flush(at))
         for index in range(len(self.flushers)):
             env.process(self._flusher(index))
-        at_warmup: dict[str, int] = {}
+        at_warmup = self._at_warmup
         env.timeout(self.scenario.warmup_s).callbacks.append(lambda _: at_warmup.update(self.policy_stats()))
         env.run()
+
+    def result(self) -> Result:
+        """Fold what :meth:`simulate` recorded into a :class:`~wtsim.sim.metrics.Result` (the second half)."""
         total = self.policy_stats()
-        measured = {name: value - at_warmup.get(name, 0) for name, value in total.items()}
-        at_rest = len(self.world.keys_stale_at_rest(env.now))  # requests done, flushers drained
+        measured = {name: value - self._at_warmup.get(name, 0) for name, value in total.items()}
+        at_rest = len(self.world.keys_stale_at_rest(self.env.now))  # requests done, flushers drained
         return self.recorder.result(self.scenario, total, self.scripted, measured, self.ledger,
                                     self.flush_stats(), keys_stale_at_rest=at_rest)
 
@@ -424,20 +476,21 @@ class Simulation:
         elif self.retry_tokens is not None:
             self.retry_tokens[server_index] = min(RETRY_TOKENS_BANKED,
                                                   self.retry_tokens[server_index] + s.retry_budget)
-        u = None
-        if write and ledger is not None:  # write-behind queues a row, numbered for the ledger
-            self._u = u = self._u + 1
-            policy = write_behind.write(server.state, NAMESPACE, key, {"id": key, "u": u}, STREAM,
-                                        s.max_pending, lambda table: table.versions[key])
-        elif write:
-            policy = self.policy.write(server.state, NAMESPACE, key, lambda table: table.commit(key), _serialize)
-        else:
+        performers = server.performers if trace is None else self._tracing(server, trace["ops"])
+        if not write:
             policy = self.policy.read(server.state, NAMESPACE, key, lambda table: table.row(key), _serialize)
-        # what the oracle compares a read's answer with: the newest write committed (or, under
-        # write-behind, accepted by the cache) when the read began
-        newest = None if write else self.world.db.versions[key] if ledger is None else ledger.newest(key)
-        request = Measured(policy, server.performers if trace is None else self._tracing(server, trace["ops"]),
-                           self, write, key, server_index, start, u, trace, attempt, newest)
+            request: Measured = Read(policy, performers, self, key, server_index, start, attempt, trace)
+            request.newest = self.world.db.versions[key] if ledger is None else ledger.newest(key)
+        elif ledger is not None:  # write-behind queues a row, numbered for the ledger
+            self._u = self._u + 1
+            policy = write_behind.write(server.state, NAMESPACE, key, {"id": key, "u": self._u}, STREAM,
+                                        s.max_pending, lambda table: table.versions[key])
+            request = Write(policy, performers, self, key, server_index, start, attempt, trace)
+            request.u = self._u
+        else:
+            policy = self.policy.write(server.state, NAMESPACE, key, lambda table: table.commit(key), _serialize)
+            request = Write(policy, performers, self, key, server_index, start, attempt, trace)
+            request.u = None
         self.in_flight += 1
         request.start()
         if s.request_timeout_s is not None and not request.done:

@@ -89,6 +89,10 @@ class Request:
 
 
 Chunk = tuple[list[float], list[bool], list[int], list[int]]
+
+SLICE = 1024
+"""Arrivals handed out at a time: a second's are drawn together, then turned into Python lists this many
+at a time (10,000 Python floats and ints would not stay in the CPU's caches until they are used)."""
 """One piece of arrivals: times, is_write flags, keys, server indexes; sorted by time."""
 
 
@@ -135,7 +139,7 @@ class Workload:
             yield start, end, read, write
 
     def chunks(self) -> Iterator[Chunk]:
-        """The arrivals of the whole run, one piece at a time."""
+        """The arrivals of the whole run, one piece at a time, in slices of :data:`SLICE`."""
         rng = self._arrivals
         for start, end, read_rate, write_rate in self.pieces():
             length = end - start
@@ -146,10 +150,11 @@ class Workload:
                 continue
             times = start + rng.random(n) * length
             order = np.argsort(times, kind="stable")
-            is_write = (order >= n_reads).tolist()
+            is_write = order >= n_reads
             keys = np.searchsorted(self._cdf, self._keys.random(n), side="right") + 1
-            if self.app_servers > 1:
-                servers = self._servers.integers(self.app_servers, size=n).tolist()
-            else:
-                servers = [0] * n
-            yield times[order].tolist(), is_write, keys.tolist(), servers
+            servers = self._servers.integers(self.app_servers, size=n) if self.app_servers > 1 else None
+            times = times[order]
+            for at in range(0, n, SLICE):  # as Python lists a slice at a time: they stay in the CPU's cache
+                end_at = at + SLICE
+                yield (times[at:end_at].tolist(), is_write[at:end_at].tolist(), keys[at:end_at].tolist(),
+                       [0] * len(keys[at:end_at]) if servers is None else servers[at:end_at].tolist())
