@@ -89,11 +89,11 @@ class Request:
 
 
 Chunk = tuple[list[float], list[bool], list[int], list[int]]
+"""One piece of arrivals: times, is_write flags, keys, server indexes; sorted by time."""
 
 SLICE = 1024
 """Arrivals handed out at a time: a second's are drawn together, then turned into Python lists this many
 at a time (10,000 Python floats and ints would not stay in the CPU's caches until they are used)."""
-"""One piece of arrivals: times, is_write flags, keys, server indexes; sorted by time."""
 
 
 class Workload:
@@ -155,6 +155,7 @@ class Workload:
             servers = self._servers.integers(self.app_servers, size=n) if self.app_servers > 1 else None
             times = times[order]
             for at in range(0, n, SLICE):  # as Python lists a slice at a time: they stay in the CPU's cache
-                end_at = at + SLICE
-                yield (times[at:end_at].tolist(), is_write[at:end_at].tolist(), keys[at:end_at].tolist(),
-                       [0] * len(keys[at:end_at]) if servers is None else servers[at:end_at].tolist())
+                part = slice(at, at + SLICE)
+                keys_part = keys[part].tolist()
+                yield (times[part].tolist(), is_write[part].tolist(), keys_part,
+                       [0] * len(keys_part) if servers is None else servers[part].tolist())
